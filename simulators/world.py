@@ -1,0 +1,300 @@
+"""The shared physical world of the simulated probe station.
+
+Every simulated instrument acts on one :class:`StationWorld`: the current an SMU sources
+flows through whichever device the switch matrix connects to its bus (when the prober is
+in contact), and the ADC board reads the voltage difference between the buses. See
+docs/wire-protocols.md for the wiring. Units: A, V, s.
+
+Instruments must hold ``world.lock`` around any compound operation; every public method
+here takes it too (it is re-entrant).
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from simulators.mtj import DeviceBank, Variability, sample_pairs, variability_preset
+
+BUSES = ("A", "B")
+_CHANNEL = re.compile(r"^1([AB])(\d\d)$")
+_INVERSION_SPAN_A = 20e-3  # current search range for compliance and parallel devices
+
+
+@dataclass(frozen=True)
+class SimSettings:
+    """Settings of a simulated station (the `[simulation]` table of a station file).
+
+    seed: seeds every random draw; variability: preset name; n_pairs: MTJ pairs per chip;
+    die_grid: (columns, rows) of dies on the wafer; time_scale: 0 runs as fast as possible,
+    1 is real time; line_frequency: mains frequency in Hz (sets the NPLC time).
+    """
+
+    seed: int = 1
+    variability: str = "nominal"
+    n_pairs: int = 16
+    die_grid: tuple[int, int] = (2, 2)
+    time_scale: float = 0.0
+    line_frequency: float = 60.0
+    smu_noise_v: float | None = None
+    adc_noise_v: float | None = None
+
+    def variability_model(self) -> Variability:
+        v = variability_preset(self.variability)
+        from dataclasses import replace
+
+        return replace(
+            v,
+            smu_noise_v=v.smu_noise_v if self.smu_noise_v is None else self.smu_noise_v,
+            adc_noise_v=v.adc_noise_v if self.adc_noise_v is None else self.adc_noise_v,
+        )
+
+
+class SimClock:
+    """Instrument time: a virtual clock advanced by what the instruments spend.
+
+    ``spend(s)`` advances the virtual time by s seconds and sleeps s * time_scale of wall
+    time, so that time_scale 1 is real time and 0 runs as fast as possible.
+    """
+
+    def __init__(self, time_scale: float):
+        self.time_scale = time_scale
+        self._virtual = 0.0
+        self._lock = threading.Lock()
+
+    def spend(self, seconds: float) -> None:
+        with self._lock:
+            self._virtual += seconds
+        if self.time_scale > 0 and seconds > 0:
+            time.sleep(seconds * self.time_scale)
+
+    def now(self) -> float:
+        """Virtual seconds since the station started."""
+        return self._virtual
+
+
+@dataclass
+class BusState:
+    """What a bus carries now: source current (A) and terminal voltage (V)."""
+
+    on: bool = False
+    set_current: float = 0.0
+    compliance_v: float = 21.0
+    voltage: float = 0.0
+    current: float = 0.0
+    in_compliance: bool = False
+
+
+@dataclass
+class _Subscriber:
+    order: int
+    callback: Callable[[int], None]
+    handle: int = field(default=0)
+
+
+class StationWorld:
+    """Devices, prober, switch matrix, buses and the trigger link of one simulated station."""
+
+    def __init__(self, settings: SimSettings | None = None):
+        self.settings = settings or SimSettings()
+        self.variability = self.settings.variability_model()
+        self.lock = threading.RLock()
+        self.clock = SimClock(self.settings.time_scale)
+        self.rng = np.random.default_rng(self.settings.seed)
+        cols, rows = self.settings.die_grid
+        die_rng = np.random.default_rng([self.settings.seed, 1])
+        self.dies: dict[tuple[int, int], DeviceBank] = {
+            (c, r): DeviceBank(sample_pairs(self.settings.n_pairs, self.variability, die_rng))
+            for r in range(1, rows + 1)
+            for c in range(1, cols + 1)
+        }
+        self.die: tuple[int, int] = (1, 1)
+        self.in_contact = False
+        self.closed: set[str] = set()
+        self.buses = {b: BusState() for b in BUSES}
+        self._subscribers: dict[int, list[_Subscriber]] = {}
+        self._next_handle = 0
+
+    # -- devices ---------------------------------------------------------------------
+    @property
+    def chip(self) -> DeviceBank:
+        """The devices of the die under the probes."""
+        return self.dies[self.die]
+
+    def channel_target(self, name: str) -> tuple[str, int, int]:
+        """(bus, pair index 0-based, device 0=A 1=B) of switch channel ``name``.
+
+        Raises ValueError for a name that is not a channel of this station.
+        """
+        m = _CHANNEL.match(name)
+        if not m or not 1 <= int(m.group(2)) <= self.settings.n_pairs:
+            raise ValueError(f"no channel {name!r}")
+        bus = m.group(1)
+        return bus, int(m.group(2)) - 1, BUSES.index(bus)
+
+    def channels(self) -> list[str]:
+        return [f"1{b}{k:02d}" for b in BUSES for k in range(1, self.settings.n_pairs + 1)]
+
+    def connected(self, bus: str) -> list[tuple[int, int]]:
+        """(pair, device) indices connected to ``bus`` now (none while separated)."""
+        if not self.in_contact:
+            return []
+        out = []
+        for name in sorted(self.closed):
+            b, pair, dev = self.channel_target(name)
+            if b == bus:
+                out.append((pair, dev))
+        return out
+
+    # -- switch and prober -----------------------------------------------------------
+    def set_closed(self, channels: set[str]) -> None:
+        """Set the closed channels; every bus is re-driven through the new connections."""
+        with self.lock:
+            for name in channels:
+                self.channel_target(name)
+            self.closed = set(channels)
+            self._redrive()
+
+    def set_contact(self, in_contact: bool) -> None:
+        with self.lock:
+            self.in_contact = in_contact
+            self._redrive()
+
+    def set_die(self, die: tuple[int, int]) -> None:
+        with self.lock:
+            if die not in self.dies:
+                raise ValueError(f"no die {die}")
+            if self.in_contact:
+                raise RuntimeError("chuck is in contact")
+            self.die = die
+
+    # -- buses -----------------------------------------------------------------------
+    def drive(self, bus: str, current: float, compliance_v: float) -> BusState:
+        """Source ``current`` (A) on ``bus`` with a voltage compliance (V); returns the state.
+
+        The connected devices carry the current; if they would need more than the
+        compliance voltage, the source limits at the compliance voltage instead. With no
+        device connected the bus sits at the compliance voltage and carries no current.
+        """
+        with self.lock:
+            state = self.buses[bus]
+            state.on, state.set_current, state.compliance_v = True, current, abs(compliance_v)
+            self._drive_bus(bus)
+            return state
+
+    def release(self, bus: str) -> None:
+        """Turn the source on ``bus`` off: the bus sits at 0 V and carries no current."""
+        with self.lock:
+            self.buses[bus] = BusState(compliance_v=self.buses[bus].compliance_v)
+
+    def bus_voltage(self, bus: str) -> float:
+        return self.buses[bus].voltage
+
+    def differential(self, channel: int) -> float:
+        """Noise-free voltage (V) at the ADC board's input ``channel``."""
+        if channel == 1:
+            return self.buses["B"].voltage - self.buses["A"].voltage
+        return 0.0
+
+    def _redrive(self) -> None:
+        for bus in BUSES:
+            if self.buses[bus].on:
+                self._drive_bus(bus)
+
+    def _drive_bus(self, bus: str) -> None:
+        state = self.buses[bus]
+        devices = self.connected(bus)
+        i_set, v_comp = state.set_current, state.compliance_v
+        if not devices:
+            state.voltage = float(np.copysign(v_comp, i_set)) if i_set != 0 else 0.0
+            state.current, state.in_compliance = 0.0, i_set != 0
+            return
+        idx = tuple(np.array(devices).T)
+        v = self._parallel_voltage(idx, i_set)
+        if abs(v) > v_comp:
+            v = float(np.copysign(v_comp, i_set))
+            currents = self._device_currents(idx, v)
+            state.in_compliance = True
+        else:
+            currents = self._device_currents(idx, v) if len(devices) > 1 else np.array([i_set])
+            state.in_compliance = False
+        v_dev = self.chip.bias(idx, currents)
+        state.voltage = float(np.mean(v_dev))
+        state.current = float(np.sum(currents)) if state.in_compliance else i_set
+
+    def _device_currents(self, idx, v: float) -> np.ndarray:
+        """Currents (A) the devices at ``idx`` draw at voltage ``v``, by bisection."""
+        lo = np.full(len(idx[0]), -_INVERSION_SPAN_A)
+        hi = np.full(len(idx[0]), _INVERSION_SPAN_A)
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            above = self.chip.ideal_voltage(idx, mid) > v
+            hi = np.where(above, mid, hi)
+            lo = np.where(above, lo, mid)
+        return 0.5 * (lo + hi)
+
+    def _parallel_voltage(self, idx, current: float) -> float:
+        """Common voltage (V) of devices in parallel that together carry ``current`` (A)."""
+        if len(idx[0]) == 1:
+            return float(self.chip.ideal_voltage(idx, np.array([current]))[0])
+        lo, hi = -10.0, 10.0
+        for _ in range(60):
+            mid = 0.5 * (lo + hi)
+            if np.sum(self._device_currents(idx, mid)) > current:
+                hi = mid
+            else:
+                lo = mid
+        return 0.5 * (lo + hi)
+
+    # -- noise -----------------------------------------------------------------------
+    def smu_noise(self, nplc: float) -> float:
+        """One draw of SMU voltage read noise (V) at ``nplc`` power-line cycles."""
+        return float(self.rng.normal(0.0, self.variability.smu_noise_v / np.sqrt(nplc)))
+
+    def adc_noise(self, integration_s: float) -> float:
+        """One draw of the ADC's input-referred noise (V) for an integration time (s)."""
+        sigma = self.variability.adc_noise_v / np.sqrt(integration_s / 1e-3)
+        return float(self.rng.normal(0.0, sigma))
+
+    # -- trigger link ----------------------------------------------------------------
+    def subscribe_trigger(self, line: int, callback: Callable[[int], None], order: int) -> int:
+        """Call ``callback(step)`` on every pulse on trigger-link ``line``.
+
+        Lower ``order`` runs first: sources (SMUs stepping their level) use 0, acquirers
+        (the ADC taking a sample) 10, so that a sample sees every source's new level.
+        Returns a handle for :meth:`unsubscribe_trigger`.
+        """
+        with self.lock:
+            self._next_handle += 1
+            subs = self._subscribers.setdefault(line, [])
+            subs.append(_Subscriber(order, callback, self._next_handle))
+            subs.sort(key=lambda s: s.order)
+            return self._next_handle
+
+    def unsubscribe_trigger(self, handle: int) -> None:
+        with self.lock:
+            for subs in self._subscribers.values():
+                subs[:] = [s for s in subs if s.handle != handle]
+
+    def pulse(self, line: int, step: int) -> None:
+        """A trigger-link pulse on ``line`` for sweep step ``step`` (0-based)."""
+        with self.lock:
+            for sub in list(self._subscribers.get(line, [])):
+                sub.callback(step)
+
+    # -- records ---------------------------------------------------------------------
+    def max_bias_record(self) -> dict[str, np.ndarray]:
+        """Per die: the largest |V| and |I| every device ever saw, and which are destroyed."""
+        return {
+            f"{c},{r}": {
+                "max_abs_v": bank.max_abs_v.copy(),
+                "max_abs_i": bank.max_abs_i.copy(),
+                "destroyed": bank.destroyed.copy(),
+            }
+            for (c, r), bank in self.dies.items()
+        }
