@@ -1,0 +1,132 @@
+"""The engine: runs plans' intents against a station, inside the safety envelope.
+
+Work is grouped by device configuration: a :class:`Sweep` of pair k connects that pair
+once, then runs all its points as one list sweep (SMU A the trigger master, SMU B stepping
+on A's trigger-link pulses, the ADC taking one sample per pulse), so that N points cost
+ceil(N/100) list commands and a handful of round trips. Instruments without list support
+(as their drivers declare) are driven point by point from the host instead.
+
+Every Sweep is checked by the :class:`SafetyEnvelope` before any instrument sees it;
+points are sorted by current and padded with ramp points to and from zero. Compliance
+hits and ADC overranges are flagged in the result, never silently used as data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from protocols.intents import Checkpoint, Plan, Sweep, SweepResult
+from protocols.safety import MAX_LIST_POINTS, SafetyEnvelope, SafetyViolation
+
+
+@dataclass
+class EngineStats:
+    """What the engine did: sweeps, points (incl. ramp padding) and pair switches."""
+
+    sweeps: int = 0
+    points: int = 0
+    padded_points: int = 0
+    switches: int = 0
+
+
+class Engine:
+    """Runs plans on a station (see ``labctl.station.Station``).
+
+    mode: "list", "host" or "auto" (list when both SMUs declare list sweeps and trigger
+    link and the ADC declares triggered acquisition); nplc: SMU integration in power-line
+    cycles; adc_gain: the differential amplifier's gain; on_checkpoint: called with each
+    :class:`Checkpoint` a plan yields.
+    """
+
+    def __init__(
+        self,
+        station,
+        *,
+        mode: str = "auto",
+        nplc: float = 1.0,
+        adc_gain: int = 100,
+        on_checkpoint: Callable[[Checkpoint], None] | None = None,
+    ):
+        if mode not in ("auto", "list", "host"):
+            raise ValueError(f"engine mode must be auto, list or host, got {mode!r}")
+        self.station = station
+        self.envelope = SafetyEnvelope(station.config)
+        self.nplc = nplc
+        self.adc_gain = adc_gain
+        self.on_checkpoint = on_checkpoint
+        list_capable = station.supports_list_sweeps()
+        if mode == "list" and not list_capable:
+            raise ValueError("list mode asked for, but the station's drivers do not declare "
+                             "list sweeps with trigger link")
+        self.mode = ("list" if list_capable else "host") if mode == "auto" else mode
+        self.stats = EngineStats()
+        self._connected: int | None = None
+        self._configured = False
+
+    def run(self, plan: Plan) -> Any:
+        """Run ``plan`` to completion and return its value."""
+        try:
+            intent = next(plan)
+            while True:
+                intent = plan.send(self.execute(intent))
+        except StopIteration as stop:
+            return stop.value
+
+    def execute(self, intent):
+        if isinstance(intent, Checkpoint):
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(intent)
+            return None
+        if isinstance(intent, Sweep):
+            self.envelope.check(intent)
+            return self._sweep(intent)
+        raise TypeError(f"the engine cannot run {intent!r}")
+
+    # -- sweeps ----------------------------------------------------------------------
+    def _sweep(self, sweep: Sweep) -> SweepResult:
+        if len(sweep) == 0:
+            empty = np.zeros(0)
+            return SweepResult(sweep, empty, empty, empty, empty.astype(bool), empty.astype(bool))
+        order = np.argsort(sweep.currents_a, kind="stable")
+        a, b, real = self.envelope.ramped(sweep.pair, sweep.currents_a[order],
+                                          sweep.currents_b[order])
+        if self.mode == "list" and len(a) > MAX_LIST_POINTS:
+            raise SafetyViolation(f"sweep of pair {sweep.pair} needs {len(a)} points with its "
+                                  f"ramps; a list holds at most {MAX_LIST_POINTS}")
+        self._prepare(sweep.pair)
+        if self.mode == "list":
+            raw = self.station.list_sweep(a, b, nplc=self.nplc)
+        else:
+            raw = self.station.host_sweep(a, b, nplc=self.nplc)
+        self.stats.sweeps += 1
+        self.stats.points += len(sweep)
+        self.stats.padded_points += len(a)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+
+        def pick(values):
+            return np.asarray(values)[real][inverse]
+
+        return SweepResult(
+            sweep,
+            v_a=pick(raw["v_a"]),
+            v_b=pick(raw["v_b"]),
+            v_diff=pick(raw["v_diff"]),
+            compliance=pick(raw["compliance"]).astype(bool),
+            overrange=pick(raw["overrange"]).astype(bool),
+        )
+
+    def _prepare(self, pair: int) -> None:
+        if not self._configured:
+            limits = self.envelope.limits(pair)
+            self.station.prepare_sources(compliance_v=limits.compliance_v, nplc=self.nplc,
+                                         adc_gain=self.adc_gain)
+            self._configured = True
+        if self._connected != pair:
+            self.station.connect_pair(pair)
+            self._connected = pair
+            self.stats.switches += 1

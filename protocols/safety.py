@@ -1,0 +1,69 @@
+"""The safety envelope: every intent is checked before any instrument sees it.
+
+Limits come from the station file (per pair, per device): no source level beyond
+``max_current_a``, the SMUs' voltage compliance at ``compliance_v``, and no step of the
+source level larger than ``ramp_step_a``: every list is padded with ramp points to and
+from zero, and between any two levels further apart than a step. Units: A, V.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from labctl.station_file import Limits, StationConfig
+from protocols.intents import Sweep
+
+MAX_LIST_POINTS = 2500  # the 2400's source list memory
+
+
+class SafetyViolation(ValueError):
+    """An intent that would leave the safety envelope; nothing was sent to any instrument."""
+
+
+class SafetyEnvelope:
+    """The station's limits, applied to intents."""
+
+    def __init__(self, config: StationConfig):
+        self.config = config
+
+    def limits(self, pair: int) -> Limits:
+        return self.config.pair(pair).limits
+
+    def check(self, intent) -> None:
+        """Raise :class:`SafetyViolation` if ``intent`` leaves the envelope."""
+        if not isinstance(intent, Sweep):
+            return
+        if intent.pair not in self.config.pairs:
+            raise SafetyViolation(f"sweep asks for pair {intent.pair}, which the station "
+                                  f"({self.config.source}) does not wire")
+        lim = self.limits(intent.pair)
+        for device, currents in (("A", intent.currents_a), ("B", intent.currents_b)):
+            if not np.all(np.isfinite(currents)):
+                raise SafetyViolation(f"pair {intent.pair} device {device}: non-finite current")
+            worst = float(np.max(np.abs(currents))) if len(currents) else 0.0
+            if worst > lim.max_current_a * (1 + 1e-12):
+                raise SafetyViolation(
+                    f"pair {intent.pair} device {device}: |I| = {worst:.6g} A exceeds the "
+                    f"limit max_current_a = {lim.max_current_a:.6g} A"
+                )
+
+    def ramped(self, pair: int, levels_a: np.ndarray, levels_b: np.ndarray):
+        """Pad two lists of levels with ramp points; returns (a, b, mask of real points).
+
+        The padded lists start and end at 0 A and no step of either exceeds ramp_step_a.
+        """
+        step = self.limits(pair).ramp_step_a
+        a_out, b_out, real = [], [], []
+        prev_a = prev_b = 0.0
+        for a, b in zip([*levels_a, 0.0], [*levels_b, 0.0], strict=True):
+            n = int(np.ceil(max(abs(a - prev_a), abs(b - prev_b)) / step - 1e-9))
+            for k in range(1, n):
+                a_out.append(prev_a + (a - prev_a) * k / n)
+                b_out.append(prev_b + (b - prev_b) * k / n)
+                real.append(False)
+            a_out.append(a)
+            b_out.append(b)
+            real.append(True)
+            prev_a, prev_b = a, b
+        real[-1] = False  # the final zero
+        return np.array(a_out), np.array(b_out), np.array(real)
