@@ -22,6 +22,7 @@ short of ``SHORT_RESISTANCE``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -108,6 +109,29 @@ def dvdi(p: MTJParams, current):
     return (1.0 - v * dg_dm * dm_di) / (conductance(p, v, m) + v * _dg_dv(p, v, m))
 
 
+def voltage_scalar(r_p: float, tmr0: float, v_h: float, i_off: float, i_w: float,
+                   current: float) -> float:
+    """:func:`voltage` for one intact device, in plain floats.
+
+    The simulated instruments solve one device per reading; numpy's per-call overhead on
+    one-element arrays would cost ~40x more than the arithmetic.
+    """
+    m = math.tanh((current - i_off) / i_w)
+    g_p = 1.0 / r_p
+    v = current * r_p * (1.0 + 0.5 * tmr0 * (1.0 - m))
+    for _ in range(NEWTON_ITERATIONS):
+        x = 1.0 + (v / v_h) ** 2
+        t = tmr0 / x
+        g = 0.5 * g_p * (1.0 + m) + 0.5 * g_p * (1.0 - m) / (1.0 + t)
+        dt_dv = -tmr0 * 2.0 * v / (v_h * v_h) / (x * x)
+        dg_dv = -0.5 * g_p * (1.0 - m) * dt_dv / (1.0 + t) ** 2
+        step = (v * g - current) / (g + v * dg_dv)
+        v -= step
+        if abs(step) <= 1e-15 * (abs(v) + 1e-12):
+            break
+    return v
+
+
 @dataclass(frozen=True)
 class Variability:
     """Device-to-device spread and noise of a population of MTJ pairs.
@@ -187,6 +211,7 @@ class DeviceBank:
         self.destroyed = np.zeros(shape, dtype=bool)
         self.max_abs_v = np.zeros(shape)
         self.max_abs_i = np.zeros(shape)
+        self._scalar: dict[tuple[int, int], tuple[float, ...]] = {}
 
     @property
     def params(self) -> MTJParams:
@@ -200,6 +225,40 @@ class DeviceBank:
             raise ValueError(f"tuning scale must be positive, got {scale}")
         self.tuning_shift[index] = shift_a
         self.tuning_scale[index] = scale
+        self._scalar.clear()
+
+    def device(self, pair: int, dev: int) -> tuple[float, ...]:
+        """(r_p, tmr0, v_h, i_off, i_w, v_breakdown) of one device as floats, tuning applied."""
+        key = (pair, dev)
+        if key not in self._scalar:
+            p = self.params
+            self._scalar[key] = tuple(
+                float(np.broadcast_to(getattr(p, f.name), self.shape)[key]) for f in fields(p)
+            )
+        return self._scalar[key]
+
+    def ideal_voltage_one(self, pair: int, dev: int, current: float) -> float:
+        """:meth:`ideal_voltage` of one device, in floats."""
+        if self.destroyed[pair, dev]:
+            return current * SHORT_RESISTANCE
+        return voltage_scalar(*self.device(pair, dev)[:5], current)
+
+    def bias_one(self, pair: int, dev: int, current: float, v: float) -> float:
+        """Record that one device carries ``current`` (A) at its ideal voltage ``v`` (V).
+
+        The scalar twin of :meth:`bias`, for a voltage already solved; returns the
+        voltage the device shows afterwards (a short's, if this destroyed it).
+        """
+        key = (pair, dev)
+        if abs(current) > self.max_abs_i[key]:
+            self.max_abs_i[key] = abs(current)
+        if abs(v) > self.max_abs_v[key]:
+            self.max_abs_v[key] = abs(v)
+        if not self.destroyed[key] and abs(v) > self.device(pair, dev)[5]:
+            self.destroyed[key] = True
+            self._scalar.pop(key, None)
+            return current * SHORT_RESISTANCE
+        return v
 
     def ideal_voltage(self, index, current):
         """Voltage (V) the devices at ``index`` would show at ``current`` (A); no side effects."""

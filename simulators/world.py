@@ -214,6 +214,9 @@ class StationWorld:
             state.voltage = float(np.copysign(v_comp, i_set)) if i_set != 0 else 0.0
             state.current, state.in_compliance = 0.0, i_set != 0
             return
+        if len(devices) == 1:
+            self._drive_one(state, *devices[0])
+            return
         idx = tuple(np.array(devices).T)
         v = self._parallel_voltage(idx, i_set)
         if abs(v) > v_comp:
@@ -226,6 +229,20 @@ class StationWorld:
         v_dev = self.chip.bias(idx, currents)
         state.voltage = float(np.mean(v_dev))
         state.current = float(np.sum(currents)) if state.in_compliance else i_set
+
+    def _drive_one(self, state: BusState, pair: int, dev: int) -> None:
+        """One device on the bus: the common case, solved in floats."""
+        chip, i_set = self.chip, state.set_current
+        v = chip.ideal_voltage_one(pair, dev, i_set)
+        if abs(v) > state.compliance_v:
+            v = float(np.copysign(state.compliance_v, i_set))
+            current = float(self._device_currents((np.array([pair]), np.array([dev])), v)[0])
+            state.in_compliance = True
+        else:
+            current = i_set
+            state.in_compliance = False
+        state.voltage = chip.bias_one(pair, dev, current, v)
+        state.current = current
 
     def _device_currents(self, idx, v: float) -> np.ndarray:
         """Currents (A) the devices at ``idx`` draw at voltage ``v``, by bisection."""

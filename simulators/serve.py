@@ -1,0 +1,99 @@
+"""``labctl sim serve``: run the simulated station in the foreground.
+
+Prints one ``<name> <resource>`` line per instrument, then ``ready``, and serves until
+Ctrl-C or SIGTERM, then stops cleanly with exit status 0. Run it directly with
+``python -m simulators.serve``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from simulators.mtj import PRESETS
+from simulators.world import SimSettings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the options of ``labctl sim serve`` to ``parser``."""
+    defaults = SimSettings()
+    parser.add_argument("--seed", type=int, default=defaults.seed,
+                        help=f"seed of every random draw (default {defaults.seed})")
+    parser.add_argument("--variability", choices=sorted(PRESETS), default=defaults.variability,
+                        help=f"device variability preset (default {defaults.variability})")
+    parser.add_argument("--pairs", type=_pair_count, default=defaults.n_pairs,
+                        help=f"MTJ pairs per chip (default {defaults.n_pairs})")
+    parser.add_argument("--time-scale", type=_non_negative_float, default=defaults.time_scale,
+                        help="instrument time per wall time: 0 as fast as possible, 1 real "
+                             f"time (default {defaults.time_scale:g})")
+    parser.add_argument("--port-base", type=_port, default=None,
+                        help="serve the TCP instruments on consecutive ports from this one "
+                             "(smu_a, smu_b, adc_socket, switch, prober); default: ephemeral")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve the station until Ctrl-C or SIGTERM; returns the exit status."""
+    from simulators.station import SimulatedStation
+
+    settings = SimSettings(seed=args.seed, variability=args.variability, n_pairs=args.pairs,
+                           time_scale=args.time_scale)
+    stop = threading.Event()
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda *_: stop.set())
+    try:
+        try:
+            station = SimulatedStation(settings, port_base=args.port_base).start()
+        except OSError as exc:
+            print(f"labctl sim serve: cannot start the station: {exc}", file=sys.stderr)
+            return 1
+        try:
+            for name, resource in station.resources().items():
+                print(f"{name} {resource}")
+            print("ready", flush=True)
+            # A timed wait keeps the main thread responsive to signals on every platform.
+            while not stop.wait(0.2):
+                pass
+        finally:
+            station.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+def _pair_count(text: str) -> int:
+    value = int(text)
+    # Channel names carry the pair number in two digits (1A01..1A99).
+    if not 1 <= value <= 99:
+        raise argparse.ArgumentTypeError(f"must be 1..99, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if not value >= 0:  # also rejects nan
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text}")
+    return value
+
+
+def _port(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 65535 - 4:
+        raise argparse.ArgumentTypeError(f"port base must be 1..65531, got {value}")
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="labctl sim serve", description="Run the simulated probe station in the foreground."
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
