@@ -165,6 +165,37 @@ class SessionWriter:
         writer._write(line)
         return writer
 
+    @classmethod
+    def reopen(cls, session_dir: str | os.PathLike) -> SessionWriter:
+        """Continue an interrupted session (one with no stop document).
+
+        A torn last line is cut off first; new documents follow the last whole one, on
+        the session's existing streams (see :meth:`stream_uids`).
+        """
+        path = Path(session_dir)
+        session = Session(path)
+        if session.stop is not None:
+            raise RecordError(f"{path}: session has a stop document "
+                              f"({session.stop.get('exit_status')}); it cannot be continued")
+        file = path / DOCUMENTS
+        if session.torn:
+            data = file.read_bytes()
+            os.truncate(file, data.rstrip(b"\n").rfind(b"\n") + 1)
+        writer = cls(path, open(file, "ab", buffering=0), session.start["uid"])
+        for name, desc in session.descriptors.items():
+            keys = desc["data_keys"]
+            external = tuple(k for k, spec in keys.items() if spec.get("external"))
+            count = len(session._events.get(desc["uid"], []))
+            writer._streams[desc["uid"]] = _Stream(name, frozenset(keys), external, count)
+        for npy in (path / "arrays").glob("*.npy"):
+            name, _, n = npy.stem.rpartition("-")
+            writer._arrays[name] = max(writer._arrays.get(name, 0), int(n) + 1)
+        return writer
+
+    def stream_uids(self) -> dict[str, str]:
+        """Descriptor uid of each stream, by stream name."""
+        return {stream.name: uid for uid, stream in self._streams.items()}
+
     def _write(self, line: bytes) -> None:
         if self._file is None:
             raise RecordError(f"{self.path}: session already stopped")
@@ -342,7 +373,9 @@ class Session:
         self._resources: dict[str, dict] = {}
         self._datums: dict[str, dict] = {}
         self.torn_messages: list[str] = []
+        self.last_time: float | None = None  # of the last whole document
         for name, doc in _documents(self.path, self.torn_messages):
+            self.last_time = doc.get("time", self.last_time)
             if name == "start":
                 self.start = doc
             elif name == "descriptor":

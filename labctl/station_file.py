@@ -43,10 +43,19 @@ from simulators.mtj import PRESETS
 from simulators.world import SimSettings
 
 DRIVERS = ("keithley2400", "adc_board", "switch_matrix", "prober")
-ROLES = {"smu_a": "keithley2400", "smu_b": "keithley2400", "adc": "adc_board",
-         "switch": "switch_matrix", "prober": "prober"}
-DEFAULT_IDENTITY = {"keithley2400": "MODEL 24", "adc_board": "DIFFADC",
-                    "switch_matrix": "Model 70", "prober": "SENTIO"}
+ROLES = {
+    "smu_a": "keithley2400",
+    "smu_b": "keithley2400",
+    "adc": "adc_board",
+    "switch": "switch_matrix",
+    "prober": "prober",
+}
+DEFAULT_IDENTITY = {
+    "keithley2400": "MODEL 24",
+    "adc_board": "DIFFADC",
+    "switch_matrix": "Model 70",
+    "prober": "SENTIO",
+}
 HARD_MAX_CURRENT_A = 1.05  # the 2400's own source limit
 
 
@@ -108,7 +117,8 @@ class StationConfig:
     def pair(self, k: int) -> PairWiring:
         if k not in self.pairs:
             raise StationFileError(
-                f"{self.source}: no pair {k} in [wiring] (pairs {min(self.pairs)}..{max(self.pairs)})"
+                f"{self.source}: no pair {k} in [wiring] "
+                f"(pairs {min(self.pairs)}..{max(self.pairs)})"
             )
         return self.pairs[k]
 
@@ -169,8 +179,18 @@ class _Checker:
             raise self.fail(f"{where}{key}", f"must be a table, got {value!r}")
         return value
 
-    def number(self, data: dict, key: str, where: str, default=None, *, positive=False,
-               minimum=None, maximum=None, integer=False):
+    def number(
+        self,
+        data: dict,
+        key: str,
+        where: str,
+        default=None,
+        *,
+        positive=False,
+        minimum=None,
+        maximum=None,
+        integer=False,
+    ):
         if key not in data:
             if default is None:
                 raise self.fail(f"{where}{key}", "missing")
@@ -178,8 +198,9 @@ class _Checker:
         value = data[key]
         kind = int if integer else (int, float)
         if isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value):
-            raise self.fail(f"{where}{key}",
-                            f"must be {'an integer' if integer else 'a number'}, got {value!r}")
+            raise self.fail(
+                f"{where}{key}", f"must be {'an integer' if integer else 'a number'}, got {value!r}"
+            )
         if positive and value <= 0:
             raise self.fail(f"{where}{key}", f"must be positive, got {value!r}")
         if minimum is not None and value < minimum:
@@ -201,16 +222,24 @@ class _Checker:
     def unknown(self, data: dict, allowed: set[str], where: str) -> None:
         extra = sorted(set(data) - allowed)
         if extra:
-            raise self.fail(f"{where}{extra[0]}",
-                            f"unknown key (allowed: {', '.join(sorted(allowed))})")
+            raise self.fail(
+                f"{where}{extra[0]}", f"unknown key (allowed: {', '.join(sorted(allowed))})"
+            )
 
 
 def _limits(c: _Checker, data: dict, where: str, base: Limits) -> Limits:
     return Limits(
-        max_current_a=c.number(data, "max_current_a", where, base.max_current_a,
-                               positive=True, maximum=HARD_MAX_CURRENT_A),
-        compliance_v=c.number(data, "compliance_v", where, base.compliance_v,
-                              positive=True, maximum=210.0),
+        max_current_a=c.number(
+            data,
+            "max_current_a",
+            where,
+            base.max_current_a,
+            positive=True,
+            maximum=HARD_MAX_CURRENT_A,
+        ),
+        compliance_v=c.number(
+            data, "compliance_v", where, base.compliance_v, positive=True, maximum=210.0
+        ),
         ramp_step_a=c.number(data, "ramp_step_a", where, base.ramp_step_a, positive=True),
     )
 
@@ -235,10 +264,14 @@ def parse_station(text: str, source: str) -> StationConfig:
         c.unknown(inst, {"driver", "resource", "identity", "timeout_s", "baud_rate"}, where)
         driver = c.string(inst, "driver", where)
         if driver not in DRIVERS:
-            raise c.fail(f"{where}driver", f"unknown driver {driver!r} (known: {', '.join(DRIVERS)})")
+            raise c.fail(
+                f"{where}driver", f"unknown driver {driver!r} (known: {', '.join(DRIVERS)})"
+            )
         resource = inst.get("resource")
         if resource is None and not simulated:
-            raise c.fail(f"{where}resource", "missing (only a station with [simulation] may omit it)")
+            raise c.fail(
+                f"{where}resource", "missing (only a station with [simulation] may omit it)"
+            )
         if resource is not None:
             resource = c.string(inst, "resource", where)
         instruments[name] = InstrumentConfig(
@@ -260,15 +293,18 @@ def parse_station(text: str, source: str) -> StationConfig:
         if name not in instruments:
             raise c.fail(f"[wiring] {role}", f"names {name!r}, which is not in [instruments]")
         if instruments[name].driver != driver:
-            raise c.fail(f"[wiring] {role}",
-                         f"{name!r} has driver {instruments[name].driver!r}, needs {driver!r}")
+            raise c.fail(
+                f"[wiring] {role}",
+                f"{name!r} has driver {instruments[name].driver!r}, needs {driver!r}",
+            )
         roles[role] = name
     if roles["smu_a"] == roles["smu_b"]:
         raise c.fail("[wiring] smu_b", "must be a different SMU from smu_a")
 
     limits = _limits(c, c.table(data, "limits", ""), "[limits] ", Limits())
-    c.unknown(c.table(data, "limits", ""), {"max_current_a", "compliance_v", "ramp_step_a"},
-              "[limits] ")
+    c.unknown(
+        c.table(data, "limits", ""), {"max_current_a", "compliance_v", "ramp_step_a"}, "[limits] "
+    )
 
     pairs: dict[int, PairWiring] = {}
     if "n_pairs" in wiring:
@@ -282,8 +318,19 @@ def parse_station(text: str, source: str) -> StationConfig:
         where = f"[[wiring.pair]] #{i + 1} "
         if not isinstance(entry, dict):
             raise c.fail(where.strip(), "must be a table")
-        c.unknown(entry, {"pair", "channel_a", "channel_b", "adc_input", "max_current_a",
-                          "compliance_v", "ramp_step_a"}, where)
+        c.unknown(
+            entry,
+            {
+                "pair",
+                "channel_a",
+                "channel_b",
+                "adc_input",
+                "max_current_a",
+                "compliance_v",
+                "ramp_step_a",
+            },
+            where,
+        )
         k = c.number(entry, "pair", where, integer=True, minimum=1)
         pairs[k] = PairWiring(
             k,
@@ -299,16 +346,35 @@ def parse_station(text: str, source: str) -> StationConfig:
     if simulated:
         s = c.table(data, "simulation", "")
         where = "[simulation] "
-        c.unknown(s, {"seed", "variability", "n_pairs", "die_grid", "time_scale",
-                      "line_frequency", "smu_noise_v", "adc_noise_v"}, where)
+        c.unknown(
+            s,
+            {
+                "seed",
+                "variability",
+                "n_pairs",
+                "die_grid",
+                "time_scale",
+                "line_frequency",
+                "smu_noise_v",
+                "adc_noise_v",
+            },
+            where,
+        )
         variability = c.string(s, "variability", where, "nominal")
         if variability not in PRESETS:
-            raise c.fail(f"{where}variability",
-                         f"unknown preset {variability!r} (known: {', '.join(PRESETS)})")
+            raise c.fail(
+                f"{where}variability",
+                f"unknown preset {variability!r} (known: {', '.join(PRESETS)})",
+            )
         grid = s.get("die_grid", [2, 2])
-        if (not isinstance(grid, list) or len(grid) != 2
-                or not all(isinstance(g, int) and g >= 1 for g in grid)):
-            raise c.fail(f"{where}die_grid", f"must be [columns, rows] of positive integers, got {grid!r}")
+        if (
+            not isinstance(grid, list)
+            or len(grid) != 2
+            or not all(isinstance(g, int) and g >= 1 for g in grid)
+        ):
+            raise c.fail(
+                f"{where}die_grid", f"must be [columns, rows] of positive integers, got {grid!r}"
+            )
         sim = SimSettings(
             seed=c.number(s, "seed", where, 1, integer=True, minimum=0),
             variability=variability,
@@ -321,12 +387,21 @@ def parse_station(text: str, source: str) -> StationConfig:
         )
         too_far = [k for k in pairs if k > sim.n_pairs]
         if too_far:
-            raise c.fail("[wiring]", f"pair {too_far[0]} beyond the simulated chip's "
-                                     f"{sim.n_pairs} pairs ([simulation] n_pairs)")
+            raise c.fail(
+                "[wiring]",
+                f"pair {too_far[0]} beyond the simulated chip's "
+                f"{sim.n_pairs} pairs ([simulation] n_pairs)",
+            )
 
     return StationConfig(
-        source=source, text=text, instruments=instruments, roles=roles, pairs=pairs,
-        limits=limits, simulation=sim, name=c.string(station, "name", "[station] ", "station"),
+        source=source,
+        text=text,
+        instruments=instruments,
+        roles=roles,
+        pairs=pairs,
+        limits=limits,
+        simulation=sim,
+        name=c.string(station, "name", "[station] ", "station"),
     )
 
 
@@ -349,7 +424,8 @@ def load_station(path: str | Path | None, **simulation_overrides) -> StationConf
     if overrides:
         if config.simulation is None:
             raise StationFileError(
-                f"{config.source}: {', '.join(overrides)} given, but the station has no [simulation]"
+                f"{config.source}: {', '.join(overrides)} given, "
+                "but the station has no [simulation]"
             )
         from dataclasses import replace
 

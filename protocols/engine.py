@@ -60,8 +60,10 @@ class Engine:
         self.on_checkpoint = on_checkpoint
         list_capable = station.supports_list_sweeps()
         if mode == "list" and not list_capable:
-            raise ValueError("list mode asked for, but the station's drivers do not declare "
-                             "list sweeps with trigger link")
+            raise ValueError(
+                "list mode asked for, but the station's drivers do not declare "
+                "list sweeps with trigger link"
+            )
         self.mode = ("list" if list_capable else "host") if mode == "auto" else mode
         self.stats = EngineStats()
         self._connected: int | None = None
@@ -92,11 +94,14 @@ class Engine:
             empty = np.zeros(0)
             return SweepResult(sweep, empty, empty, empty, empty.astype(bool), empty.astype(bool))
         order = np.argsort(sweep.currents_a, kind="stable")
-        a, b, real = self.envelope.ramped(sweep.pair, sweep.currents_a[order],
-                                          sweep.currents_b[order])
+        a, b, real = self.envelope.ramped(
+            sweep.pair, sweep.currents_a[order], sweep.currents_b[order]
+        )
         if self.mode == "list" and len(a) > MAX_LIST_POINTS:
-            raise SafetyViolation(f"sweep of pair {sweep.pair} needs {len(a)} points with its "
-                                  f"ramps; a list holds at most {MAX_LIST_POINTS}")
+            raise SafetyViolation(
+                f"sweep of pair {sweep.pair} needs {len(a)} points with its "
+                f"ramps; a list holds at most {MAX_LIST_POINTS}"
+            )
         self._prepare(sweep.pair)
         if self.mode == "list":
             raw = self.station.list_sweep(a, b, nplc=self.nplc)
@@ -123,8 +128,9 @@ class Engine:
     def _prepare(self, pair: int) -> None:
         if not self._configured:
             limits = self.envelope.limits(pair)
-            self.station.prepare_sources(compliance_v=limits.compliance_v, nplc=self.nplc,
-                                         adc_gain=self.adc_gain)
+            self.station.prepare_sources(
+                compliance_v=limits.compliance_v, nplc=self.nplc, adc_gain=self.adc_gain
+            )
             self._configured = True
         if self._connected != pair:
             self.station.connect_pair(pair)

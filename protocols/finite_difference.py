@@ -38,8 +38,10 @@ class Calibration:
         return np.interp(currents, self.grid[pair], self.offset[pair])
 
     def as_dict(self) -> dict:
-        return {str(k): {"grid_a": self.grid[k].tolist(), "offset_v": self.offset[k].tolist()}
-                for k in self.grid}
+        return {
+            str(k): {"grid_a": self.grid[k].tolist(), "offset_v": self.offset[k].tolist()}
+            for k in self.grid
+        }
 
     @classmethod
     def from_dict(cls, data: dict) -> Calibration:
@@ -64,7 +66,7 @@ class FdReadout:
 
 
 def calibrate(pairs: list[int], i_max: float, points: int = 81) -> Plan:
-    """Plan: measure V_B(I) - V_A(I) at dI = 0 on a grid in [-i_max, i_max]; returns a Calibration."""
+    """Plan: V_B(I) - V_A(I) at dI = 0 on a grid over [-i_max, i_max]; returns a Calibration."""
     cal = Calibration()
     grid = np.linspace(-i_max, i_max, points)
     for pair in pairs:
@@ -103,8 +105,9 @@ def fd_batch(
             v[:, j] = r.v_a
             valid[:, j] = r.valid
         else:
-            r = yield Sweep(pair, np.concatenate([i, i + di]), np.concatenate([i + di, i]),
-                            label="fd-swap")
+            r = yield Sweep(
+                pair, np.concatenate([i, i + di]), np.concatenate([i + di, i]), label="fd-swap"
+            )
             d[:, j] = (r.v_diff[:batch] - r.v_diff[batch:]) / (2 * di)
             v[:, j] = r.v_a[:batch]
             valid[:, j] = r.valid[:batch] & r.valid[batch:]
@@ -122,4 +125,4 @@ def optimal_step(noise_v: float, curvature_v_per_a2: float) -> float:
     Truncation |V''| dI / 2 against noise sqrt(2) sigma / dI gives
     dI = (8 sigma^2 / V''^2)^(1/4) = 1.68 sqrt(sigma / |V''|).
     """
-    return 8 ** 0.25 * np.sqrt(noise_v / abs(curvature_v_per_a2))
+    return 8**0.25 * np.sqrt(noise_v / abs(curvature_v_per_a2))

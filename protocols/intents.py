@@ -38,8 +38,10 @@ class Sweep:
         a = np.atleast_1d(np.asarray(self.currents_a, dtype=float))
         b = np.atleast_1d(np.asarray(self.currents_b, dtype=float))
         if a.shape != b.shape or a.ndim != 1:
-            raise ValueError(f"sweep of pair {self.pair}: currents_a {a.shape} and "
-                             f"currents_b {b.shape} must be 1-d of equal length")
+            raise ValueError(
+                f"sweep of pair {self.pair}: currents_a {a.shape} and "
+                f"currents_b {b.shape} must be 1-d of equal length"
+            )
         object.__setattr__(self, "currents_a", a)
         object.__setattr__(self, "currents_b", b)
 

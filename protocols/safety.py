@@ -34,8 +34,10 @@ class SafetyEnvelope:
         if not isinstance(intent, Sweep):
             return
         if intent.pair not in self.config.pairs:
-            raise SafetyViolation(f"sweep asks for pair {intent.pair}, which the station "
-                                  f"({self.config.source}) does not wire")
+            raise SafetyViolation(
+                f"sweep asks for pair {intent.pair}, which the station "
+                f"({self.config.source}) does not wire"
+            )
         lim = self.limits(intent.pair)
         for device, currents in (("A", intent.currents_a), ("B", intent.currents_b)):
             if not np.all(np.isfinite(currents)):

@@ -31,7 +31,9 @@ def test_swap_cancels_the_offset_forward_needs_calibration():
     fixed = run_offline(fd_batch(currents, [1], di, "forward", calibration=cal), ideal_pair)
     np.testing.assert_allclose(fixed.dvdi[:, 0], exact, rtol=0.05)
     np.testing.assert_allclose(swap.v[:, 0], voltage(NOMINAL, currents[:, 0]))
-    assert Calibration.from_dict(cal.as_dict()).offset_at(1, np.array([0.0]))[0] == pytest.approx(OFFSET_V)
+    assert Calibration.from_dict(cal.as_dict()).offset_at(1, np.array([0.0]))[0] == pytest.approx(
+        OFFSET_V
+    )
 
 
 def test_fd_batch_asks_one_sweep_per_pair_in_order():
@@ -60,7 +62,9 @@ def test_envelope_refuses_before_any_instrument():
 
 def test_ramps_start_and_end_at_zero_in_small_steps():
     env = SafetyEnvelope(load_station(None))
-    a, b, real = env.ramped(1, np.array([-100e-6, -99e-6, 90e-6]), np.array([-99e-6, -98e-6, 91e-6]))
+    a, b, real = env.ramped(
+        1, np.array([-100e-6, -99e-6, 90e-6]), np.array([-99e-6, -98e-6, 91e-6])
+    )
     assert a[-1] == 0 and b[-1] == 0
     for levels in (a, b):
         steps = np.abs(np.diff(np.concatenate([[0.0], levels])))

@@ -71,18 +71,33 @@ def test_simulation_overrides_refused_for_hardware(tmp_path):
     assert load_station(None, seed=3, time_scale=1.0).simulation.seed == 3
 
 
-@pytest.mark.parametrize("edit, message", [
-    (("compliance_v = 0.6", "compliance_v = -1"), r"\[limits\] compliance_v: must be positive"),
-    (("compliance_v = 0.6", 'compliance_v = "high"'), r"compliance_v: must be a number"),
-    (('driver = "adc_board"', 'driver = "adc9000"'), r"\[instruments.amp\] driver: unknown driver 'adc9000'"),
-    (('adc = "amp"', 'adc = "k1"'), r"\[wiring\] adc: 'k1' has driver 'keithley2400', needs 'adc_board'"),
-    (('smu_b = "k2"', 'smu_b = "k9"'), r"\[wiring\] smu_b: names 'k9', which is not in \[instruments\]"),
-    (('resource = "/dev/ttyUSB0"', ''), r"\[instruments.amp\] resource: missing"),
-    (("max_current_a = 80e-6", "max_current_a = 80e-6\nmax_volts = 2"), r"\[limits\] max_volts: unknown key"),
-    (("[station]", "[station\n"), r"not valid TOML"),
-    (("pair = 7", "pair = 0"), r"\[\[wiring.pair\]\] #2 pair: must be at least 1"),
-    (("max_current_a = 80e-6", "max_current_a = 5.0"), r"max_current_a: must be at most 1.05"),
-])
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("compliance_v = 0.6", "compliance_v = -1"), r"\[limits\] compliance_v: must be positive"),
+        (("compliance_v = 0.6", 'compliance_v = "high"'), r"compliance_v: must be a number"),
+        (
+            ('driver = "adc_board"', 'driver = "adc9000"'),
+            r"\[instruments.amp\] driver: unknown driver 'adc9000'",
+        ),
+        (
+            ('adc = "amp"', 'adc = "k1"'),
+            r"\[wiring\] adc: 'k1' has driver 'keithley2400', needs 'adc_board'",
+        ),
+        (
+            ('smu_b = "k2"', 'smu_b = "k9"'),
+            r"\[wiring\] smu_b: names 'k9', which is not in \[instruments\]",
+        ),
+        (('resource = "/dev/ttyUSB0"', ""), r"\[instruments.amp\] resource: missing"),
+        (
+            ("max_current_a = 80e-6", "max_current_a = 80e-6\nmax_volts = 2"),
+            r"\[limits\] max_volts: unknown key",
+        ),
+        (("[station]", "[station\n"), r"not valid TOML"),
+        (("pair = 7", "pair = 0"), r"\[\[wiring.pair\]\] #2 pair: must be at least 1"),
+        (("max_current_a = 80e-6", "max_current_a = 5.0"), r"max_current_a: must be at most 1.05"),
+    ],
+)
 def test_errors_name_file_and_key(tmp_path, edit, message):
     f = tmp_path / "bad.toml"
     f.write_text(HARDWARE.replace(*edit, 1))
@@ -98,7 +113,9 @@ def test_missing_file_named(tmp_path):
 
 def test_simulation_table_errors():
     text = BUILTIN_TEXT.replace('variability = "nominal"', 'variability = "wild"')
-    with pytest.raises(StationFileError, match=r"\[simulation\] variability: unknown preset 'wild'"):
+    with pytest.raises(
+        StationFileError, match=r"\[simulation\] variability: unknown preset 'wild'"
+    ):
         parse_station(text, "s.toml")
     text = BUILTIN_TEXT.replace("n_pairs = 16\ntime_scale", "n_pairs = 8\ntime_scale")
     with pytest.raises(StationFileError, match="pair 9 beyond the simulated chip's 8 pairs"):

@@ -1,0 +1,164 @@
+"""Differential amplifier + 24-bit ADC board (LABCTL DIFFADC-24, docs/wire-protocols.md).
+
+Settings are pymeasure controls with validators; :meth:`AdcBoard.read_samples` parses the
+``ACQ:DATA?`` binary block (``#8`` + 8-digit length + records + CRC-32 + newline) into a
+numpy structured array after checking its length and CRC. Every voltage is
+input-referred. Units: V, s, S/s, us (sample timestamps).
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+from pymeasure.instruments import Instrument, SCPIMixin
+from pymeasure.instruments.validators import strict_discrete_set, strict_range
+
+from instruments.transport import (
+    GarbledReply,
+    InstrumentReportedError,
+    InstrumentTimeout,
+    LockedInstrumentMixin,
+    drain_scpi_errors,
+)
+
+#: One acquired sample: board time (us since reset), input-referred V, status (bit 0:
+#: overrange). Packed little-endian, 17 bytes, as on the wire.
+SAMPLE_DTYPE = np.dtype([("t_us", "<u8"), ("v", "<f8"), ("status", "i1")])
+STATUS_OVERRANGE = 1
+MAX_SAMPLES = 10_000
+_HEADER = 10  # "#8" and 8 length digits
+_TRAILER = 5  # CRC-32 (4 bytes, little-endian) and "\n"
+
+
+def parse_block(instrument: str, block: bytes) -> np.ndarray:
+    """Samples of a complete ``ACQ:DATA?`` reply; :class:`GarbledReply` for a wrong header,
+    a short block, a length that is not whole records, a bad CRC or a missing newline."""
+    head = block[:_HEADER]
+    if len(head) < _HEADER or head[:2] != b"#8" or not head[2:].isdigit():
+        raise GarbledReply(instrument, block, "expected a #8 block header")
+    length = int(head[2:])
+    if length % SAMPLE_DTYPE.itemsize:
+        raise GarbledReply(instrument, block, f"payload of {length} bytes is not whole "
+                           f"{SAMPLE_DTYPE.itemsize}-byte records")
+    body = block[_HEADER:]
+    if len(body) < length + _TRAILER:
+        raise GarbledReply(instrument, block, f"short block: {length} payload bytes "
+                           f"announced, {max(len(body) - _TRAILER, 0)} arrived")
+    payload, crc, end = body[:length], body[length : length + 4], body[length + 4 :]
+    if end != b"\n":
+        raise GarbledReply(instrument, block, "block does not end with a newline")
+    expected = struct.unpack("<I", crc)[0]
+    actual = zlib.crc32(payload) & 0xFFFFFFFF
+    if expected != actual:
+        raise GarbledReply(instrument, block, f"CRC-32 mismatch: block says {expected:08x}, "
+                           f"payload has {actual:08x}")
+    return np.frombuffer(payload, dtype=SAMPLE_DTYPE).copy()
+
+
+class AdcBoard(LockedInstrumentMixin, SCPIMixin, Instrument):
+    """The ADC board; no I/O on construction."""
+
+    #: One sample per trigger-link pulse, read back as a block.
+    capabilities = {"triggered_acquisition": True, "max_samples": MAX_SAMPLES,
+                    "binary_block": True}
+
+    def __init__(self, adapter, name: str = "ADC board", **kwargs):
+        super().__init__(adapter, name, **kwargs)
+
+    gain = Instrument.control(
+        "GAIN?", "GAIN %d",
+        """Control the amplifier gain (int, one of 1, 10, 100, 1000).""",
+        validator=strict_discrete_set, values=[1, 10, 100, 1000], cast=int,
+    )
+    rate = Instrument.control(
+        "RATE?", "RATE %g",
+        """Control the sample rate in S/s (float, 10 to 100000).""",
+        validator=strict_range, values=[10, 100_000],
+    )
+    averaging = Instrument.control(
+        "AVER?", "AVER %d",
+        """Control the samples averaged per reading (int, 1 to 1024); a reading integrates
+        for averaging / rate seconds.""",
+        validator=strict_discrete_set, values=range(1, 1025), cast=int,
+    )
+    channel = Instrument.control(
+        "CHAN?", "CHAN %d",
+        """Control the input channel (int, 1 or 2).""",
+        validator=strict_discrete_set, values=[1, 2], cast=int,
+    )
+    acquisition_count = Instrument.control(
+        "ACQ:COUN?", "ACQ:COUN %d",
+        """Control the samples an armed acquisition takes (int, 1 to 10000).""",
+        validator=strict_discrete_set, values=range(1, MAX_SAMPLES + 1), cast=int,
+    )
+
+    def measure(self) -> tuple[float, bool]:
+        """One reading now: (input-referred volts, overrange)."""
+        reply = self.ask("MEAS?")
+        volts, _, status = reply.strip().partition(",")
+        try:
+            return float(volts), bool(int(status) & STATUS_OVERRANGE)
+        except ValueError:
+            raise GarbledReply(self.name, reply, "expected <volts>,<status>") from None
+
+    def arm(self, count: int) -> None:
+        """Arm an acquisition of ``count`` samples, one per trigger pulse.
+
+        Ends with an error-queue query: when it returns the board is armed (so a sweep
+        may start) and a refused arm (already armed: -221) has raised.
+        """
+        with self.lock:
+            self.acquisition_count = count
+            self.write("ACQ:ARM")
+            self.check_errors_raise()
+
+    def abort(self) -> None:
+        """Disarm; the samples taken so far stay readable."""
+        self.write("ACQ:ABOR")
+
+    def status(self) -> tuple[str, int]:
+        """(state, samples acquired); state is IDLE, ARMED or DONE."""
+        reply = self.ask("ACQ:STAT?")
+        state, _, n = reply.strip().partition(",")
+        if state not in ("IDLE", "ARMED", "DONE") or not n.isdigit():
+            raise GarbledReply(self.name, reply, "expected <IDLE|ARMED|DONE>,<n>")
+        return state, int(n)
+
+    def read_samples(self, *, timeout_s: float | None = None) -> np.ndarray:
+        """The acquired samples (structured array of :data:`SAMPLE_DTYPE`).
+
+        The board answers once an armed acquisition is done; ``timeout_s`` (s) overrides
+        the transport's timeout for this reply.
+        """
+        with self.lock, self.timeout_scope(timeout_s):
+            self.write("ACQ:DATA?")
+            head = self.read_bytes(_HEADER)
+            if len(head) < _HEADER or head[:2] != b"#8" or not head[2:].isdigit():
+                self._resync()
+                raise GarbledReply(self.name, head, "expected a #8 block header")
+            length = int(head[2:])
+            try:
+                rest = self.read_bytes(length + _TRAILER)
+            except InstrumentTimeout as exc:
+                raise GarbledReply(self.name, head + exc.partial, f"short block: {length} "
+                                   f"payload bytes announced, {len(exc.partial)} bytes "
+                                   f"arrived within {exc.timeout_s:g} s") from exc
+        return parse_block(self.name, head + rest)
+
+    def _resync(self) -> None:
+        # The rest of a block we could not frame would be read as the next reply.
+        flush = getattr(self.adapter, "flush_read_buffer", None)
+        if flush is not None:
+            try:
+                flush()
+            except Exception:  # noqa: BLE001 - best effort; the error below says what broke
+                pass
+
+    def check_errors_raise(self) -> None:
+        """Empty the error queue (SYST:ERR?); raise :class:`InstrumentReportedError` with
+        the board's own texts if it held any."""
+        errors = drain_scpi_errors(self, "SYST:ERR?")
+        if errors:
+            raise InstrumentReportedError(self.name, errors)

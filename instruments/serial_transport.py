@@ -1,0 +1,136 @@
+"""Serial transport: pymeasure's ``SerialAdapter`` on any pyserial URL, with lock, wire log,
+timeouts and reconnection.
+
+Entry point: ``SerialTransport("/dev/ttyUSB0", timeout_s=2.0)``; any URL
+``serial.serial_for_url`` opens works (``/dev/pts/3``, ``socket://host:port``,
+``loop://``, ``rfc2217://...``). A read that does not complete within the timeout raises
+:class:`InstrumentTimeout` naming the port and the timeout; nothing waits longer.
+On ``socket://`` links Nagle's algorithm is turned off (see ``visa_transport``).
+
+Units: s, baud.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import serial
+from pymeasure.adapters import SerialAdapter
+
+from instruments.transport import (
+    InstrumentConnectionError,
+    InstrumentTimeout,
+    TransportMixin,
+    WireLog,
+    set_tcp_nodelay,
+    socket_peer_closed,
+)
+
+
+class SerialTransport(TransportMixin, SerialAdapter):
+    """A pymeasure serial adapter for labctl.
+
+    url: device path or pyserial URL; timeout_s: longest wait for a reply (s), also the
+    write timeout; baud_rate: line speed (ignored by sockets and ptys' peers);
+    wire_log: optional :class:`WireLog`; name: used in error messages (default: the
+    URL). Further keyword arguments go to ``serial.serial_for_url`` (bytesize, parity,
+    ...). Terminators are ``\\n`` both ways.
+    """
+
+    _io_errors = (serial.SerialException, OSError)
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_s: float = 5.0,
+        baud_rate: int = 115200,
+        wire_log: WireLog | None = None,
+        name: str | None = None,
+        **kwargs: Any,
+    ):
+        self._init_transport(url, timeout_s, wire_log, name)
+        self.url = url
+        self._serial_kwargs = {"baudrate": baud_rate, **kwargs}
+        self.nodelay: bool | None = None
+        super().__init__(self._connect(), write_termination="\n", read_termination="\n")
+
+    # -- opening -------------------------------------------------------------------------
+    def _connect(self) -> serial.SerialBase:
+        try:
+            conn = serial.serial_for_url(
+                self.url, timeout=self._timeout_s, write_timeout=self._timeout_s,
+                **self._serial_kwargs,
+            )
+        except (serial.SerialException, OSError, ValueError) as exc:
+            raise InstrumentConnectionError(f"{self.url}: cannot open: {exc}") from exc
+        sock = self._tcp_socket(conn)
+        if sock is not None:
+            self.nodelay = set_tcp_nodelay(sock)
+        return conn
+
+    @staticmethod
+    def _tcp_socket(conn: serial.SerialBase) -> socket.socket | None:
+        # pyserial's socket:// handler keeps its socket as ``_socket``; nothing public.
+        sock = getattr(conn, "_socket", None)
+        return sock if isinstance(sock, socket.socket) else None
+
+    def _open_link(self) -> None:
+        self.connection = self._connect()
+
+    def _close_link(self) -> None:
+        self.connection.close()
+
+    def close(self) -> None:
+        """Close the port (idempotent)."""
+        conn = getattr(self, "connection", None)
+        if conn is not None:
+            conn.close()
+
+    # -- I/O hooks -----------------------------------------------------------------------
+    def _send_text(self, command: str) -> None:
+        self._send_bytes((command + self.write_termination).encode("ascii"))
+
+    def _send_bytes(self, data: bytes) -> None:
+        try:
+            self.connection.write(data)
+        except serial.SerialTimeoutException:
+            raise InstrumentTimeout(self.url, self._timeout_s,
+                                    waiting_for="room to write") from None
+
+    def _recv_text(self) -> str:
+        line = self.connection.read_until(b"\n")
+        if not line.endswith(b"\n"):
+            raise InstrumentTimeout(self.url, self._timeout_s, partial=line)
+        return line[:-1].rstrip(b"\r").decode("ascii", "replace")
+
+    def _recv_bytes(self, count: int, break_on_termchar: bool) -> bytes:
+        if count < 0:
+            # pymeasure's meaning of -1: whatever arrives until the timeout.
+            return SerialAdapter._read_bytes(self, count, break_on_termchar)
+        data = SerialAdapter._read_bytes(self, count, break_on_termchar)
+        complete = len(data) == count or (break_on_termchar and data.endswith(b"\n"))
+        if not complete:
+            raise InstrumentTimeout(self.url, self._timeout_s,
+                                    waiting_for=f"{count} bytes", partial=data)
+        return data
+
+    def _is_link_error(self, exc: BaseException) -> bool:
+        return isinstance(exc, (serial.SerialException, OSError)) and not isinstance(
+            exc, serial.SerialTimeoutException
+        )
+
+    def _link_dropped(self) -> bool:
+        sock = self._tcp_socket(self.connection)
+        return sock is not None and socket_peer_closed(sock)
+
+    def _apply_timeout(self, seconds: float) -> None:
+        self.connection.timeout = seconds
+        self.connection.write_timeout = seconds
+
+    def _discard_input(self) -> None:
+        self.connection.reset_input_buffer()
+
+    def __repr__(self) -> str:
+        return f"<SerialTransport(url={self.url!r})>"

@@ -1,0 +1,206 @@
+"""VISA transport: pymeasure's ``VISAAdapter`` with Nagle off, lock, wire log, reconnection.
+
+Entry point: ``VisaTransport("TCPIP::127.0.0.1::5025::SOCKET", timeout_s=2.0)``; pass it to
+any pymeasure ``Instrument``. Backend: pyvisa-py (``@py``) unless ``visa_library`` says
+otherwise.
+
+Why TCP_NODELAY matters: on a raw socket a driver often writes a command and then sends a
+query (``:SOUR:CURR 1e-5`` then ``:READ?``). With Nagle's algorithm on, the query waits in
+the kernel until the instrument ACKs the first segment, and the instrument delays that
+ACK (delayed ACK, ~40 ms on Linux). A 50 us exchange then costs ~44 ms. pyvisa-py 0.8.1
+registers ``VI_ATTR_TCPIP_NODELAY`` with a setter that raises ``UnknownAttribute``, so
+the option is set here on the socket that pyvisa-py's ``TCPIPSocketSession`` keeps as
+``.interface``, right after every (re)open; when that socket cannot be found the VISA
+attribute is tried, and failing that a warning says what the missing option costs.
+
+Units: s.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import warnings
+from typing import Any
+
+import pyvisa
+from pymeasure.adapters import VISAAdapter
+from pyvisa.constants import ResourceAttribute, StatusCode
+
+from instruments.transport import (
+    InstrumentConnectionError,
+    InstrumentTimeout,
+    TransportMixin,
+    WireLog,
+    set_tcp_nodelay,
+    socket_peer_closed,
+)
+
+# VISA status codes that mean the link itself is gone, not a slow instrument.
+_LINK_LOST = {
+    StatusCode.error_connection_lost,
+    StatusCode.error_io,
+    StatusCode.error_invalid_object,
+    StatusCode.error_resource_not_found,
+}
+
+
+class VisaTransport(TransportMixin, VISAAdapter):
+    """A pymeasure VISA adapter for labctl.
+
+    resource_name: VISA resource string; timeout_s: longest wait for a reply (s), also
+    the open timeout; wire_log: optional :class:`WireLog`; name: used in error messages
+    (default: the resource string); nodelay: turn Nagle's algorithm off on raw sockets
+    (False only to measure what it costs); further keyword arguments go to pyvisa's
+    ``open_resource``. Terminators are ``\\n`` both ways.
+
+    ``nodelay`` afterwards tells what is in effect: True (off, verified), False (Nagle
+    on) or None (not a raw TCP socket: the option does not apply).
+    """
+
+    _io_errors = (pyvisa.errors.Error, OSError)
+
+    def __init__(
+        self,
+        resource_name: str,
+        *,
+        timeout_s: float = 5.0,
+        wire_log: WireLog | None = None,
+        name: str | None = None,
+        nodelay: bool = True,
+        visa_library: str = "@py",
+        **kwargs: Any,
+    ):
+        self._init_transport(resource_name, timeout_s, wire_log, name)
+        self.nodelay_requested = nodelay
+        self.nodelay: bool | None = None
+        self._socket: socket.socket | None = None
+        ms = _ms(timeout_s)
+        self._open_kwargs: dict[str, Any] = {
+            "read_termination": "\n",
+            "write_termination": "\n",
+            "timeout": ms,
+            "open_timeout": ms,
+            **kwargs,
+        }
+        try:
+            super().__init__(resource_name, visa_library, **self._open_kwargs)
+        except Exception as exc:
+            raise InstrumentConnectionError(
+                f"{resource_name}: cannot open ({exc}) within {timeout_s:g} s"
+            ) from exc
+        self._after_open()
+
+    # -- opening -------------------------------------------------------------------------
+    def _open_link(self) -> None:
+        try:
+            self.connection = self.manager.open_resource(self.resource_name, **self._open_kwargs)
+        except Exception as exc:
+            raise InstrumentConnectionError(
+                f"{self.resource_name}: cannot open ({exc}) within {self.timeout_s:g} s"
+            ) from exc
+        self._after_open()
+
+    def _after_open(self) -> None:
+        self._socket = self._find_socket()
+        if self._socket is not None:
+            # pyvisa-py connects without blocking and takes "writable" as success, so a
+            # refused connection only shows as a pending socket error.
+            err = self._socket.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+            if err:
+                self._close_link()
+                raise InstrumentConnectionError(
+                    f"{self.resource_name}: cannot connect: {os.strerror(err)}"
+                )
+        self.nodelay = self._disable_nagle() if self.nodelay_requested else False
+
+    def _find_socket(self) -> socket.socket | None:
+        """The TCP socket under a pyvisa-py raw-socket session, or None."""
+        try:
+            session = self.connection.visalib.sessions[self.connection.session]
+        except Exception:  # another backend, or no session table: no socket to reach
+            return None
+        sock = getattr(session, "interface", None)
+        return sock if isinstance(sock, socket.socket) else None
+
+    def _disable_nagle(self) -> bool | None:
+        if not self.resource_name.upper().endswith("::SOCKET"):
+            return None
+        if self._socket is not None:
+            try:
+                if set_tcp_nodelay(self._socket):
+                    return True
+            except OSError:
+                pass
+        try:
+            self.connection.set_visa_attribute(ResourceAttribute.tcpip_nodelay, True)
+            return True
+        except Exception as exc:
+            warnings.warn(
+                f"{self.resource_name}: cannot turn Nagle's algorithm off ({exc}); a write "
+                "followed by a query may cost ~40 ms instead of well under 1 ms",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return False
+
+    def _close_link(self) -> None:
+        self._socket = None
+        self.connection.close()
+
+    def close(self) -> None:
+        """Close the connection (idempotent)."""
+        self._socket = None
+        if getattr(self, "connection", None) is None:
+            return
+        try:
+            super().close()
+        except (pyvisa.errors.InvalidSession, pyvisa.errors.VisaIOError):
+            pass  # already closed
+
+    # -- I/O hooks -----------------------------------------------------------------------
+    def _send_text(self, command: str) -> None:
+        VISAAdapter._write(self, command)
+
+    def _send_bytes(self, data: bytes) -> None:
+        VISAAdapter._write_bytes(self, data)
+
+    def _recv_text(self) -> str:
+        try:
+            return VISAAdapter._read(self)
+        except pyvisa.errors.VisaIOError as exc:
+            if exc.error_code == StatusCode.error_timeout:
+                raise InstrumentTimeout(self.resource_name, self.timeout_s) from None
+            raise
+
+    def _recv_bytes(self, count: int, break_on_termchar: bool) -> bytes:
+        try:
+            return VISAAdapter._read_bytes(self, count, break_on_termchar)
+        except pyvisa.errors.VisaIOError as exc:
+            if exc.error_code == StatusCode.error_timeout:
+                raise InstrumentTimeout(self.resource_name, self.timeout_s,
+                                        waiting_for=f"{count} bytes") from None
+            raise
+
+    def _is_link_error(self, exc: BaseException) -> bool:
+        if isinstance(exc, pyvisa.errors.VisaIOError):
+            return exc.error_code in _LINK_LOST
+        return isinstance(exc, (OSError, pyvisa.errors.InvalidSession))
+
+    def _link_dropped(self) -> bool:
+        return self._socket is not None and socket_peer_closed(self._socket)
+
+    def _apply_timeout(self, seconds: float) -> None:
+        self._open_kwargs["timeout"] = _ms(seconds)
+        self.connection.timeout = _ms(seconds)
+
+    def _discard_input(self) -> None:
+        self.flush_read_buffer()
+
+    def __repr__(self) -> str:
+        return f"<VisaTransport(resource={self.resource_name!r}, nodelay={self.nodelay})>"
+
+
+def _ms(seconds: float) -> int:
+    """pyvisa timeouts are whole milliseconds; never round a short timeout to 0 (= no wait)."""
+    return max(1, round(seconds * 1000))

@@ -1,0 +1,69 @@
+"""The `labctl` command line: one subcommand a job, each in its own module."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from instruments.transport import InstrumentError
+from labctl.records import RecordError
+
+# (command words, module, help): each module has add_arguments(parser) and run(args) -> int.
+COMMANDS = [
+    (("station", "check"), "labctl.cmd_station", "open every instrument and check it"),
+    (("iv",), "labctl.cmd_iv", "I-V sweep of both devices of a pair (CSV + PNG)"),
+    (("fd-scan",), "labctl.cmd_fdscan", "derivative error against dI for a pair; recommends dI"),
+    (("train", "iris"), "labctl.cmd_train", "device-in-the-loop training on Iris"),
+    (("simulate", "mnist"), "labctl.simulate_mnist", "four hidden MTJ layers on MNIST, simulated"),
+    (("sessions", "list"), "labctl.cmd_sessions", "list recorded sessions"),
+    (("replay",), "labctl.cmd_replay", "replay a recorded session offline"),
+    (("report",), "labctl.cmd_report", "plots of a recorded session"),
+    (("bench",), "labctl.cmd_bench", "benchmarks (not part of the test suite)"),
+    (("sim", "serve"), "simulators.serve", "serve the simulated probe station on loopback"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labctl", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log instrument traffic")
+    top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    groups: dict[str, argparse._SubParsersAction] = {}
+    for words, module, help_text in COMMANDS:
+        if len(words) == 1:
+            sub = top.add_parser(words[0], help=help_text, description=help_text)
+        else:
+            if words[0] not in groups:
+                grp = top.add_parser(words[0], help=f"{words[0]} commands")
+                groups[words[0]] = grp.add_subparsers(
+                    dest="subcommand", required=True, metavar="SUBCOMMAND"
+                )
+            sub = groups[words[0]].add_parser(words[1], help=help_text, description=help_text)
+        mod = importlib.import_module(module)
+        mod.add_arguments(sub)
+        sub.set_defaults(_run=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args._run(args)
+    except KeyboardInterrupt as exc:
+        print(
+            f"labctl: interrupted ({exc or 'Ctrl-C'}); outputs are off, the session is kept",
+            file=sys.stderr,
+        )
+        return 130
+    except (ValueError, OSError, RuntimeError, InstrumentError, RecordError) as exc:
+        print(f"labctl: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

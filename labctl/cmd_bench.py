@@ -1,0 +1,156 @@
+"""`labctl bench`: the benchmarks (long runs that are not part of the test suite).
+
+Sections (``--only`` picks some; ``mnist`` runs only when asked for, it takes minutes):
+
+- ``smu``: queries/s of a raw-socket client against the simulated SMU.
+- ``transport``: a host-paced write+query pair over loopback with TCP_NODELAY and, side
+  by side, with Nagle left on; messages per list sweep of N points.
+- ``protocol``: an Iris-sized batch (120 samples x 8 neurons, swap mode) at time scale 1:
+  round trips, wall time and instrument time (the simulator's time model) in list mode
+  at NPLC 1 and 0.01, and host-paced at NPLC 0.01.
+- ``train``: `labctl train iris` (5 folds, one hidden layer, time scale 0) as a
+  subprocess, its wall time; then ``replay``: `labctl replay` of that session, the ratio.
+- ``mnist``: `labctl simulate mnist` on ../shared/datasets/mnist.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+SECTIONS = ("smu", "transport", "protocol", "train", "replay", "mnist")
+DEFAULT = ("smu", "transport", "protocol", "train", "replay")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--only",
+        default=",".join(DEFAULT),
+        help=f"comma-separated sections among {', '.join(SECTIONS)}",
+    )
+    parser.add_argument(
+        "--mnist-dir",
+        default="../shared/datasets/mnist",
+        help="MNIST IDX files for the mnist section",
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON only")
+
+
+def bench_protocol(batch: int = 120, neurons: int = 8, seed: int = 0) -> dict:
+    """One Iris-sized batch on the simulated station at time scale 1, three ways."""
+    from labctl.station import open_station
+    from labctl.station_file import load_station
+    from protocols.engine import Engine
+    from protocols.finite_difference import fd_batch
+
+    rng = np.random.default_rng(seed)
+    currents = rng.uniform(-60e-6, 90e-6, (batch, neurons))
+    pairs = list(range(1, neurons + 1))
+    out = {}
+    for label, mode, nplc in (
+        ("list_nplc1", "list", 1.0),
+        ("list_nplc0.01", "list", 0.01),
+        ("host_nplc0.01", "host", 0.01),
+    ):
+        config = load_station(None, time_scale=1.0)
+        with open_station(config) as station:
+            engine = Engine(station, mode=mode, nplc=nplc)
+            engine.run(fd_batch(currents[:2], pairs[:1], 1e-6, "swap"))  # connect, configure
+            trips0, clock0 = station.round_trips(), station.world.clock.now()
+            t0 = time.perf_counter()
+            engine.run(fd_batch(currents, pairs, 1e-6, "swap"))
+            wall = time.perf_counter() - t0
+            instrument = station.world.clock.now() - clock0
+            out[label] = {
+                "round_trips": station.round_trips() - trips0,
+                "wall_s": wall,
+                "instrument_s": instrument,
+                "overhead": (wall - instrument) / instrument,
+                "points": engine.stats.padded_points,
+            }
+    out["list_vs_host_speedup_nplc0.01"] = (
+        out["host_nplc0.01"]["wall_s"] / out["list_nplc0.01"]["wall_s"]
+    )
+    return out
+
+
+def _labctl(*args: str) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    proc = subprocess.run(
+        [sys.executable, "-m", "labctl.cli", *args], capture_output=True, text=True, check=False
+    )
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(
+            f"labctl {' '.join(args)} failed ({proc.returncode}): {proc.stderr[-2000:]}"
+        )
+    return wall, proc.stdout
+
+
+def bench_train_and_replay(replay: bool) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        wall, stdout = _labctl("train", "iris", "--json", "--no-progress", "--sessions-dir", tmp)
+        summary = json.loads(stdout)
+        out = {
+            "train": {
+                "wall_s": wall,
+                "accuracy": summary["accuracy"],
+                "tanh_accuracy": summary["tanh_accuracy"],
+                "session": summary["session"],
+            }
+        }
+        if replay:
+            session = str(Path(tmp) / summary["session"])
+            replay_wall, stdout = _labctl("replay", session, "--json")
+            r = json.loads(stdout)
+            out["replay"] = {
+                "wall_s": replay_wall,
+                "replay_s": r["replay_s"],
+                "recorded_s": r["recorded_s"],
+                "speedup": r["speedup"],
+                "metrics_identical": r["metrics_identical"],
+                "final_weights_identical": r["final_weights_identical"],
+                "speedup_whole_command": r["recorded_s"] / replay_wall,
+            }
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    sections = [s.strip() for s in args.only.split(",") if s.strip()]
+    bad = [s for s in sections if s not in SECTIONS]
+    if bad:
+        raise ValueError(
+            f"--only: unknown section(s) {', '.join(bad)}; known: {', '.join(SECTIONS)}"
+        )
+    results: dict[str, object] = {}
+    if "smu" in sections:
+        from simulators.bench_smu import run as smu
+
+        results["smu"] = smu(2.0)
+    if "transport" in sections:
+        from instruments.bench import run as transport
+
+        results["transport"] = transport()
+    if "protocol" in sections:
+        results["protocol"] = bench_protocol()
+    if "train" in sections or "replay" in sections:
+        results |= bench_train_and_replay("replay" in sections)
+    if "mnist" in sections:
+        wall, stdout = _labctl(
+            "simulate", "mnist", "--json", "--no-progress", "--data-dir", args.mnist_dir
+        )
+        results["mnist"] = {"wall_s": wall, "summary": json.loads(stdout)}
+    if args.json:
+        print(json.dumps(results, indent=2, default=float))
+    else:
+        for name, value in results.items():
+            print(f"== {name}")
+            print(json.dumps(value, indent=2, default=float))
+    return 0

@@ -1,0 +1,156 @@
+"""`labctl fd-scan --pair K`: derivative error against dI, and a recommended dI.
+
+A fine I-V sweep of the pair gives the reference dV/dI (a local quadratic fit); then for a
+range of dI the finite-difference derivative is measured at test currents in each mode
+(forward raw, forward with the dI = 0 calibration subtracted, swap) and compared with the
+reference. On a simulated station the device model's analytic dV/dI is the reference
+too. Units: A, V, Ohm.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import numpy as np
+
+from labctl import plots
+from labctl.lifecycle import add_station_arguments, instrument_session
+from protocols.engine import Engine
+from protocols.finite_difference import calibrate, fd_batch, iv_sweep, optimal_step
+
+DEFAULT_STEPS = "0.1e-6,0.25e-6,0.5e-6,1e-6,2e-6,5e-6,10e-6"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pair", type=int, required=True, help="pair number (1-based)")
+    parser.add_argument(
+        "--steps", default=DEFAULT_STEPS, help="dI values to try (A, comma separated)"
+    )
+    parser.add_argument("--points", type=int, default=41, help="test currents per dI")
+    parser.add_argument("--fine-points", type=int, default=401, help="points of the fine I-V sweep")
+    parser.add_argument("--nplc", type=float, default=1.0)
+    add_station_arguments(parser)
+
+
+def local_slope(x: np.ndarray, y: np.ndarray, half_width: int = 4) -> tuple[np.ndarray, np.ndarray]:
+    """dy/dx and d2y/dx2 by a least-squares quadratic over 2*half_width+1 neighbours."""
+    n = len(x)
+    d1, d2 = np.empty(n), np.empty(n)
+    for i in range(n):
+        lo, hi = max(0, i - half_width), min(n, i + half_width + 1)
+        c = np.polyfit(x[lo:hi] - x[i], y[lo:hi], 2)
+        d1[i], d2[i] = c[1], 2 * c[0]
+    return d1, d2
+
+
+def median_rel_error(estimate: np.ndarray, reference: np.ndarray) -> float:
+    return float(np.median(np.abs(estimate / reference - 1)))
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        steps = [float(s) for s in args.steps.split(",")]
+    except ValueError:
+        raise ValueError(
+            f"--steps must be numbers separated by commas, got {args.steps!r}"
+        ) from None
+    if any(s <= 0 for s in steps):
+        raise ValueError(f"--steps must all be positive, got {args.steps!r}")
+    config = {
+        "command": "fd-scan",
+        "pair": args.pair,
+        "steps": steps,
+        "points": args.points,
+        "fine_points": args.fine_points,
+        "nplc": args.nplc,
+    }
+    rows = []
+    with instrument_session(args, "fd-scan", config, seeds={}) as run_:
+        station, writer = run_.station, run_.writer
+        i_max = station.config.pair(args.pair).limits.max_current_a
+        engine = Engine(station, nplc=args.nplc)
+        fine_i = np.linspace(-i_max, i_max, args.fine_points)
+        fine = engine.run(iv_sweep(args.pair, fine_i))
+        slope, curvature = local_slope(fine_i, fine.v_a)
+        cal = engine.run(calibrate([args.pair], i_max))
+        span = max(steps)
+        test_i = np.linspace(-0.8 * i_max, 0.8 * i_max - span, args.points)
+        ref = np.interp(test_i, fine_i, slope)
+        analytic = None
+        if station.world is not None:
+            from simulators.mtj import dvdi
+
+            params = station.world.chip.params.take((args.pair - 1, 0))
+            analytic = dvdi(params, test_i)
+        # Read noise of one differential reading, from repeats at one current.
+        repeat = engine.run(fd_batch(np.full((16, 1), 0.0), [args.pair], steps[0], "forward"))
+        noise_v = float(np.std(repeat.dvdi[:, 0]) * steps[0])
+        v2 = float(np.median(np.abs(np.interp(test_i, fine_i, curvature))))
+        theory = optimal_step(max(noise_v, 1e-12), max(v2, 1e-3))
+        stream = writer.descriptor(
+            "fd_scan",
+            {
+                k: {"dtype": "number", "shape": [], "source": "fd-scan", "units": u}
+                for k, u in (
+                    ("di_a", "A"),
+                    ("forward_raw", ""),
+                    ("forward_cal", ""),
+                    ("swap", ""),
+                    ("swap_vs_model", ""),
+                    ("forward_bias", ""),
+                )
+            },
+        )
+        scatter = {}
+        for di in steps:
+            z = test_i[:, None]
+            fwd = engine.run(fd_batch(z, [args.pair], di, "forward"))
+            fwdc = engine.run(fd_batch(z, [args.pair], di, "forward", calibration=cal))
+            swp = engine.run(fd_batch(z, [args.pair], di, "swap"))
+            row = {
+                "di_a": di,
+                "forward_raw": median_rel_error(fwd.dvdi[:, 0], ref),
+                "forward_cal": median_rel_error(fwdc.dvdi[:, 0], ref),
+                "swap": median_rel_error(swp.dvdi[:, 0], ref),
+                "swap_vs_model": (
+                    median_rel_error(swp.dvdi[:, 0], analytic)
+                    if analytic is not None
+                    else float("nan")
+                ),
+                "forward_bias": float(np.median(fwd.dvdi[:, 0] / ref - 1)),
+            }
+            rows.append(row)
+            writer.event(stream, row)
+            scatter[f"swap dI={di:.2g} A"] = swp.dvdi[:, 0]
+        best = min(rows, key=lambda r: r["swap"])
+        plots.derivative_scatter(
+            writer.path / "fd_scan.png",
+            analytic if analytic is not None else ref,
+            scatter,
+            f"pair {args.pair}: measured vs reference dV/dI",
+        )
+        run_.summary.update(
+            pair=args.pair,
+            recommended_di_a=best["di_a"],
+            swap_error=best["swap"],
+            theory_di_a=theory,
+        )
+    print(f"pair {args.pair}: derivative error (median |rel|) against the fine-sweep reference")
+    print(
+        f"{'dI (A)':>10} {'fwd raw':>9} {'fwd bias':>9} {'fwd cal':>9} {'swap':>9}"
+        f" {'swap/model':>11}"
+    )
+    for r in rows:
+        print(
+            f"{r['di_a']:>10.3g} {r['forward_raw']:>9.2%} {r['forward_bias']:>+9.2%} "
+            f"{r['forward_cal']:>9.2%} {r['swap']:>9.2%} {r['swap_vs_model']:>11.2%}"
+        )
+    print(
+        f"read noise {noise_v:.3g} V, median |V''| {v2:.3g} V/A^2: "
+        f"forward-difference optimum 1.68*sqrt(sigma/|V''|) = {theory:.3g} A"
+    )
+    print(
+        f"recommended dI = {best['di_a']:.3g} A (swap, error {best['swap']:.2%}); "
+        f"session {writer.path}"
+    )
+    return 0

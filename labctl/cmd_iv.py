@@ -1,0 +1,106 @@
+"""`labctl iv --pair K`: I-V sweep of both devices of a pair, within the safety limits."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from labctl import plots
+from labctl.lifecycle import add_station_arguments, instrument_session
+from protocols.engine import Engine
+from protocols.finite_difference import iv_sweep
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--pair", type=int, required=True, help="pair number (1-based)")
+    parser.add_argument("--points", type=int, default=101, help="currents in the sweep")
+    parser.add_argument(
+        "--i-max",
+        type=float,
+        dest="i_max",
+        help="sweep over [-I, I] in A (default: the pair's max_current_a)",
+    )
+    parser.add_argument("--nplc", type=float, default=1.0, help="SMU integration (NPLC)")
+    parser.add_argument("--mode", choices=["auto", "list", "host"], default="auto")
+    parser.add_argument(
+        "--out", type=Path, help="directory for iv.csv and iv.png (default: the session directory)"
+    )
+    add_station_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.points < 2:
+        raise ValueError(f"--points must be at least 2, got {args.points}")
+    config = {
+        "command": "iv",
+        "pair": args.pair,
+        "points": args.points,
+        "nplc": args.nplc,
+        "mode": args.mode,
+    }
+    with instrument_session(args, "iv", config, seeds={}) as run:
+        station, writer = run.station, run.writer
+        limits = station.config.pair(args.pair).limits
+        i_max = args.i_max if args.i_max is not None else limits.max_current_a
+        currents = np.linspace(-i_max, i_max, args.points)
+        engine = Engine(station, mode=args.mode, nplc=args.nplc)
+        result = engine.run(iv_sweep(args.pair, currents))
+        stream = writer.descriptor(
+            "iv",
+            {
+                key: {"dtype": "number", "shape": [], "source": src, "units": unit}
+                for key, src, unit in (
+                    ("current_a", "smu_a", "A"),
+                    ("v_a", "smu_a", "V"),
+                    ("v_b", "smu_b", "V"),
+                    ("v_diff", "adc", "V"),
+                )
+            }
+            | {"compliance": {"dtype": "boolean", "shape": [], "source": "smu"}},
+        )
+        for j in range(len(currents)):
+            writer.event(
+                stream,
+                {
+                    "current_a": currents[j],
+                    "v_a": result.v_a[j],
+                    "v_b": result.v_b[j],
+                    "v_diff": result.v_diff[j],
+                    "compliance": bool(result.compliance[j]),
+                },
+            )
+        out = args.out or writer.path
+        out.mkdir(parents=True, exist_ok=True)
+        csv_path, png_path = out / "iv.csv", out / "iv.png"
+        with open(csv_path, "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["current_a", "v_a_v", "v_b_v", "v_diff_v", "compliance"])
+            for row in zip(
+                currents, result.v_a, result.v_b, result.v_diff, result.compliance, strict=True
+            ):
+                w.writerow(
+                    [
+                        f"{row[0]:.6e}",
+                        f"{row[1]:.9e}",
+                        f"{row[2]:.9e}",
+                        f"{row[3]:.9e}",
+                        int(row[4]),
+                    ]
+                )
+        plots.iv_curves(
+            png_path,
+            currents,
+            {"device A": result.v_a, "device B": result.v_b},
+            f"pair {args.pair}: I-V ({station.config.name})",
+        )
+        n_comp = int(np.sum(result.compliance))
+        run.summary.update(pair=args.pair, points=len(currents), compliance_hits=n_comp)
+    print(
+        f"pair {args.pair}: {len(currents)} points in [{-i_max:.3g}, {i_max:.3g}] A, "
+        f"{n_comp} compliance hits"
+    )
+    print(f"wrote {csv_path} and {png_path} (session {writer.path})")
+    return 0

@@ -1,0 +1,113 @@
+"""`labctl report SESSION`: the plots of a recorded session, made offline.
+
+I-V curves (``iv`` stream), derivative error against dI (``fd_scan``), training curves
+and the measured-against-analytic derivative scatter (``epoch``/``fold``; the analytic
+curve is rebuilt from the recorded simulation settings, so it exists for simulated runs).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from labctl import plots
+from labctl.iris_session import RecordedRun
+from labctl.records import RecordError, Session
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("session", type=Path, help="session directory")
+    parser.add_argument("--out", type=Path, help="where the plots go (default: SESSION/report)")
+
+
+def _analytic_dvdi(session: Session, run: RecordedRun, currents: np.ndarray):
+    """dV/dI of device A of each hidden neuron of layer 1, if the record allows it."""
+    s = run.settings
+    n = currents.shape[1]
+    if s.backend == "model":
+        from labctl.neurons import ModelNeurons
+
+        return ModelNeurons(
+            n, variability=s.variability, seed=s.seed * 10, di=s.di, grad=s.grad
+        ).exact_dvdi(currents)
+    sim = session.start.get("config", {}).get("station", {}).get("simulation")
+    if not sim:
+        return None
+    from simulators.mtj import dvdi
+    from simulators.world import SimSettings, StationWorld
+
+    world = StationWorld(SimSettings(**(sim | {"die_grid": tuple(sim["die_grid"])})))
+    idx = np.arange(n)
+    return dvdi(world.chip.params.take((idx, np.zeros_like(idx))), currents)
+
+
+def run(args: argparse.Namespace) -> int:
+    session = Session.open(args.session)
+    out = args.out or args.session / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    made = []
+    title = f"{session.start.get('plan_name', '')} {args.session.name}"
+    if "iv" in session.descriptors:
+        rows = session.events("iv")
+        i = np.array([r["current_a"] for r in rows])
+        made.append(
+            plots.iv_curves(
+                out / "iv.png",
+                i,
+                {
+                    "device A": np.array([r["v_a"] for r in rows]),
+                    "device B": np.array([r["v_b"] for r in rows]),
+                },
+                title,
+            )
+        )
+    if "fd_scan" in session.descriptors:
+        rows = session.events("fd_scan")
+        di = np.array([r["di_a"] for r in rows])
+        made.append(
+            plots.error_vs_step(
+                out / "fd_scan.png",
+                di,
+                {
+                    k: np.array([r[k] for r in rows])
+                    for k in ("forward_cal", "swap", "swap_vs_model")
+                },
+                title,
+            )
+        )
+    if "epoch" in session.descriptors:
+        run_ = RecordedRun(session)
+        by_fold: dict[int, dict[str, list]] = {}
+        for (fold, _), row in sorted(run_.epochs.items()):
+            h = by_fold.setdefault(
+                fold, {k: [] for k in ("train_loss", "val_loss", "train_acc", "val_acc")}
+            )
+            for k in h:
+                h[k].append(row[k])
+        made.append(
+            plots.training_curves(
+                out / "training.png", {f"fold {f + 1}": h for f, h in by_fold.items()}, title
+            )
+        )
+        last = max(run_.epochs)
+        block = run_.measurements(*last)[0]  # layer 1: (rows, n, [I, V, dV/dI])
+        analytic = _analytic_dvdi(session, run_, block[..., 0])
+        if analytic is not None:
+            made.append(
+                plots.derivative_scatter(
+                    out / "derivative.png",
+                    analytic.ravel(),
+                    {run_.settings.grad: block[..., 2].ravel()},
+                    f"layer 1, fold {last[0] + 1} epoch {last[1] + 1}: measured vs analytic",
+                )
+            )
+    if not made:
+        raise RecordError(
+            f"{args.session}: no stream this report knows how to plot "
+            f"({', '.join(session.descriptors) or 'no streams'})"
+        )
+    for path in made:
+        print(path)
+    return 0

@@ -1,0 +1,298 @@
+"""`labctl train iris`: device-in-the-loop training with k-fold cross-validation.
+
+Hidden neurons are MTJ pairs: on the probe station (``--backend station``, default;
+with no station file the built-in simulated station) or the simulator's device physics
+called in-process (``--backend model``). Every run is a session record; ``--resume``
+continues an interrupted one from its last completed epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from labctl import plots
+from labctl.iris_session import RecordedRun, RecordSink, ReplaySource
+from labctl.lifecycle import add_station_arguments, instrument_session, station_config
+from labctl.neurons import GRAD_MODES, ModelNeurons
+from labctl.records import Session, SessionWriter, terminate_as_interrupt
+from labctl.station_neurons import StationNeurons
+from labctl.train_iris import BACKENDS, IrisSettings, summarise, train_folds
+from protocols.engine import Engine
+
+DEFAULTS = IrisSettings()
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--layers", type=int, default=DEFAULTS.layers, help="hidden layers: 1 or 2")
+    parser.add_argument(
+        "--hidden", type=int, default=DEFAULTS.hidden, help="neurons per hidden layer"
+    )
+    parser.add_argument("--folds", type=int, default=DEFAULTS.folds, help="cross-validation folds")
+    parser.add_argument(
+        "--grad",
+        default=DEFAULTS.grad,
+        help=f"derivative source: {', '.join(GRAD_MODES)}; a comma-separated "
+        "list runs each on the same seeds and prints a comparison",
+    )
+    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULTS.backend)
+    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
+    parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help="learning rate")
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], default=DEFAULTS.optimizer)
+    parser.add_argument(
+        "--schedule",
+        choices=["constant", "step", "exponential", "cosine"],
+        default=DEFAULTS.schedule,
+        help="learning-rate decay",
+    )
+    parser.add_argument(
+        "--weight-decay",
+        type=float,
+        dest="weight_decay",
+        default=DEFAULTS.weight_decay,
+        help="decoupled weight decay (AdamW)",
+    )
+    parser.add_argument(
+        "--batch-size", type=int, dest="batch_size", help="minibatch size (default: full batch)"
+    )
+    parser.add_argument(
+        "--patience", type=int, help="early stopping on validation loss after this many epochs"
+    )
+    parser.add_argument("--di", type=float, default=DEFAULTS.di, help="finite-difference step (A)")
+    parser.add_argument(
+        "--i-center",
+        type=float,
+        dest="i_center",
+        default=DEFAULTS.i_center,
+        help="bias current at zero pre-activation (A)",
+    )
+    parser.add_argument(
+        "--i-scale",
+        type=float,
+        dest="i_scale",
+        default=DEFAULTS.i_scale,
+        help="bias current per unit pre-activation (A)",
+    )
+    parser.add_argument("--nplc", type=float, default=DEFAULTS.nplc)
+    parser.add_argument("--json", action="store_true", help="print a JSON summary only")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument(
+        "--resume",
+        metavar="SESSION",
+        type=Path,
+        help="continue an interrupted session from its last completed epoch",
+    )
+    add_station_arguments(parser)
+    parser.set_defaults(variability=None)
+
+
+def settings_from(args: argparse.Namespace, grad: str, variability: str) -> IrisSettings:
+    return IrisSettings(
+        layers=args.layers,
+        hidden=args.hidden,
+        folds=args.folds,
+        grad=grad,
+        backend=args.backend,
+        epochs=args.epochs,
+        lr=args.lr,
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        weight_decay=args.weight_decay,
+        batch_size=args.batch_size,
+        patience=args.patience,
+        seed=args.seed if args.seed is not None else 0,
+        di=args.di,
+        i_center=args.i_center,
+        i_scale=args.i_scale,
+        nplc=args.nplc,
+        variability=variability,
+    )
+
+
+class LiveSource:
+    """Hidden layers on the station (pairs 1.. in order) or in the device model."""
+
+    def __init__(self, settings: IrisSettings, station=None, engine: Engine | None = None):
+        s = settings
+        if s.backend == "station":
+            self._layers = [
+                StationNeurons(
+                    engine,
+                    list(range(1 + i * s.hidden, 1 + (i + 1) * s.hidden)),
+                    di=s.di,
+                    grad=s.grad,
+                )
+                for i in range(s.layers)
+            ]
+        else:
+            self._layers = [
+                ModelNeurons(
+                    s.hidden,
+                    variability=s.variability,
+                    seed=s.seed * 10 + i,
+                    di=s.di,
+                    grad=s.grad,
+                    nplc=s.nplc,
+                )
+                for i in range(s.layers)
+            ]
+
+    def layers(self, fold: int):
+        return self._layers
+
+    def before_epoch(self, fold: int, epoch: int) -> None:
+        pass
+
+
+def _progress(args, settings: IrisSettings):
+    if args.no_progress or args.json or not sys.stderr.isatty():
+        return None
+    from tqdm import tqdm
+
+    return lambda desc: tqdm(
+        total=settings.epochs, desc=desc, unit="epoch", file=sys.stderr, leave=False
+    )
+
+
+def _train_one(args, grad: str, out: dict) -> dict:
+    """One cross-validated run (a session); returns its summary."""
+    config = station_config(args)
+    variability = args.variability or (
+        config.simulation.variability if config.simulation else "nominal"
+    )
+    settings = settings_from(args, grad, variability)
+    limit = min(p.limits.max_current_a for p in config.pairs.values())
+    settings.validate(limit, len(config.pairs) if settings.backend == "station" else None)
+    seeds = {
+        "split": settings.seed,
+        "weights": settings.seed,
+        "station": config.simulation.seed if config.simulation else None,
+    }
+    cfg = {"command": "train iris", "settings": settings.as_dict(), "max_current_a": limit}
+    on_station = settings.backend == "station"
+    with instrument_session(args, "train iris", cfg, seeds, need_station=on_station) as run:
+        engine = Engine(run.station, nplc=settings.nplc) if on_station else None
+        source = LiveSource(settings, run.station, engine)
+        sink = RecordSink(run.writer)
+        results = train_folds(settings, limit, source, sink, progress=_progress(args, settings))
+        summary = summarise(results) | {"grad": grad, "session": run.writer.path.name}
+        run.summary.update({k: v for k, v in summary.items() if k != "session"})
+        _plots(run.writer.path, results, source, settings, run.station)
+    out[grad] = summary
+    return summary
+
+
+def _plots(path: Path, results, source: LiveSource, settings: IrisSettings, station) -> None:
+    plots.training_curves(
+        path / "training.png",
+        {f"fold {r.fold + 1}": r.history for r in results[:1]}
+        | {"tanh fold 1": results[0].tanh_history},
+        f"Iris, {settings.layers} x {settings.hidden} MTJ, {settings.grad}",
+    )
+    layer = source.layers(0)[0]
+    currents = np.linspace(-50e-6, 90e-6, 57)[:, None] * np.ones((1, layer.n))
+    measured = layer.measure(currents).dvdi
+    if isinstance(layer, ModelNeurons):
+        analytic = layer.exact_dvdi(currents)
+    elif station is not None and station.world is not None:
+        from simulators.mtj import dvdi
+
+        idx = np.array(layer.pairs) - 1
+        analytic = dvdi(station.world.chip.params.take((idx, np.zeros_like(idx))), currents)
+    else:
+        return
+    plots.derivative_scatter(
+        path / "derivative.png",
+        analytic.ravel(),
+        {settings.grad: measured.ravel()},
+        "hidden layer 1: measured vs analytic dV/dI",
+    )
+
+
+def _resume(args) -> int:
+    """Continue a session: replay its recorded epochs, then train live to the end."""
+    session = Session.open(args.resume)
+    if session.stop is not None:
+        raise ValueError(
+            f"{args.resume}: session already finished ({session.stop['exit_status']}); "
+            "nothing to resume"
+        )
+    recorded = RecordedRun(session)
+    settings = recorded.settings
+    args.seed = settings.seed
+    config = station_config(args)
+    on_station = settings.backend == "station"
+    with terminate_as_interrupt(), _station_for(config, on_station) as station:
+        writer = SessionWriter.reopen(args.resume)
+        with writer:
+            try:
+                engine = Engine(station, nplc=settings.nplc) if station else None
+                live = LiveSource(settings, station, engine)
+                source = ReplaySource(recorded, live=live)
+                sink = RecordSink(
+                    writer, recorded=set(recorded.epochs), streams=writer.stream_uids()
+                )
+                done = sorted(recorded.folds)
+                todo = [f for f in range(settings.folds) if f not in recorded.folds]
+                results = [recorded.fold_result(f) for f in done]
+                results += train_folds(
+                    settings,
+                    recorded.max_current_a,
+                    source,
+                    sink,
+                    folds=todo,
+                    progress=_progress(args, settings),
+                )
+            finally:
+                if station is not None:
+                    station.safe_shutdown()
+            summary = summarise(sorted(results, key=lambda r: r.fold))
+            writer.stop("success", summary=summary)
+    _print_summary(args, {settings.grad: summary | {"session": args.resume.name}})
+    return 0
+
+
+@contextlib.contextmanager
+def _station_for(config, needed: bool):
+    if not needed:
+        yield None
+        return
+    from labctl.station import open_station
+
+    with open_station(config) as station:
+        yield station
+
+
+def _print_summary(args, summaries: dict) -> None:
+    if args.json:
+        print(
+            json.dumps(
+                summaries if len(summaries) > 1 else next(iter(summaries.values())), indent=2
+            )
+        )
+        return
+    print(f"{'grad':<8} {'MTJ accuracy':>14} {'tanh accuracy':>14}  session")
+    for grad, s in summaries.items():
+        print(
+            f"{grad:<8} {s['accuracy']:>8.2%} +- {s['accuracy_std']:.1%} "
+            f"{s['tanh_accuracy']:>7.2%} +- {s['tanh_accuracy_std']:.1%}  {s['session']}"
+        )
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume is not None:
+        return _resume(args)
+    grads = [g.strip() for g in args.grad.split(",") if g.strip()]
+    bad = [g for g in grads if g not in GRAD_MODES]
+    if bad or not grads:
+        raise ValueError(f"--grad must be among {', '.join(GRAD_MODES)}, got {args.grad!r}")
+    summaries: dict[str, dict] = {}
+    for grad in grads:
+        _train_one(args, grad, summaries)
+    _print_summary(args, summaries)
+    return 0

@@ -1,0 +1,188 @@
+"""Iris runs as session records: the live sink, and sources that replay or resume.
+
+Streams of a training session:
+
+- ``epoch``: fold, epoch, train_loss, train_acc, val_loss, val_acc, lr, and two arrays
+  (resource/datum): ``weights`` (every weight, flattened in MLP order) and
+  ``measurements`` (layers, rows, neurons, 3): what each hidden layer's neurons were asked
+  (bias current, A) and answered (V, and dV/dI in Ohm) during the epoch.
+- ``fold``: fold, val_acc, tanh_val_acc, epochs, best_epoch (-1: the last), and the
+  fold's ``final_weights``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from labctl.neuron_record import EndOfRecord, ReplayNeurons
+from labctl.neurons import NeuronArray, NeuronReadout
+from labctl.records import RecordError, Session, SessionWriter
+from labctl.train_iris import FoldResult, IrisSettings
+
+METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+
+
+def _key(dtype: str = "number", shape=(), external: bool = False) -> dict:
+    spec = {"dtype": dtype, "shape": list(shape), "source": "labctl.train_iris"}
+    if external:
+        spec["external"] = "FILESTORE:"
+    return spec
+
+
+def flatten(weights: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate([np.asarray(w, dtype=np.float64).ravel() for w in weights])
+
+
+def unflatten(flat: np.ndarray, like: list[np.ndarray]) -> list[np.ndarray]:
+    out, pos = [], 0
+    for w in like:
+        out.append(flat[pos : pos + w.size].reshape(w.shape))
+        pos += w.size
+    return out
+
+
+class RecordSink:
+    """Writes every epoch and fold to the session as it finishes (flushed per document)."""
+
+    def __init__(
+        self,
+        writer: SessionWriter,
+        recorded: set[tuple[int, int]] | None = None,
+        streams: dict[str, str] | None = None,
+    ):
+        self.writer = writer
+        self.recorded = recorded or set()
+        if streams:
+            self.epoch_stream, self.fold_stream = streams["epoch"], streams["fold"]
+        else:
+            self.epoch_stream = writer.descriptor(
+                "epoch",
+                {
+                    "fold": _key("integer"),
+                    "epoch": _key("integer"),
+                    **{m: _key() for m in METRICS},
+                    "weights": _key("array", [None], external=True),
+                    "measurements": _key("array", [None, None, None, 3], external=True),
+                },
+            )
+            self.fold_stream = writer.descriptor(
+                "fold",
+                {
+                    "fold": _key("integer"),
+                    "val_acc": _key(),
+                    "tanh_val_acc": _key(),
+                    "epochs": _key("integer"),
+                    "best_epoch": _key("integer"),
+                    "final_weights": _key("array", [None], external=True),
+                },
+            )
+
+    def epoch(self, fold: int, row: dict, weights, measurements) -> None:
+        if (fold, row["epoch"]) in self.recorded:
+            return  # replayed while resuming: it is in the record already
+        data = {"fold": fold, "epoch": int(row["epoch"]), **{m: float(row[m]) for m in METRICS}}
+        data["weights"] = self.writer.array(f"weights-f{fold}", flatten(weights))
+        data["measurements"] = self.writer.array(
+            f"measurements-f{fold}",
+            np.stack(measurements) if measurements else np.zeros((0, 0, 0, 3)),
+        )
+        self.writer.event(self.epoch_stream, data)
+
+    def fold(self, result: FoldResult) -> None:
+        self.writer.event(
+            self.fold_stream,
+            {
+                "fold": result.fold,
+                "val_acc": result.val_acc,
+                "tanh_val_acc": result.tanh_val_acc,
+                "epochs": result.epochs,
+                "best_epoch": -1 if result.best_epoch is None else result.best_epoch,
+                "final_weights": self.writer.array(
+                    f"final-weights-f{result.fold}", flatten(result.weights)
+                ),
+            },
+        )
+
+
+class NullSink:
+    """Keeps the rows (for comparing a replay with its record)."""
+
+    def __init__(self):
+        self.rows: dict[tuple[int, int], dict] = {}
+        self.results: list[FoldResult] = []
+
+    def epoch(self, fold, row, weights, measurements) -> None:
+        self.rows[(fold, int(row["epoch"]))] = {m: row[m] for m in METRICS}
+
+    def fold(self, result: FoldResult) -> None:
+        self.results.append(result)
+
+
+class RecordedRun:
+    """A training session read back: settings, epochs (with their arrays) and folds."""
+
+    def __init__(self, session: Session):
+        self.session = session
+        config = session.start.get("config", {})
+        if "settings" not in config:
+            raise RecordError(
+                f"{session.path}: not an Iris training session (no settings in its start document)"
+            )
+        self.settings = IrisSettings(**config["settings"])
+        self.max_current_a = float(config["max_current_a"])
+        self.epochs = {(e["fold"], e["epoch"]): e for e in session.events("epoch")}
+        self.folds = {e["fold"]: e for e in session.events("fold")}
+
+    def measurements(self, fold: int, epoch: int) -> np.ndarray:
+        return self.session.load_array(self.epochs[(fold, epoch)]["measurements"])
+
+    def fold_result(self, fold: int) -> FoldResult:
+        f = self.folds[fold]
+        return FoldResult(
+            fold,
+            f["val_acc"],
+            f["tanh_val_acc"],
+            f["epochs"],
+            None if f["best_epoch"] < 0 else f["best_epoch"],
+            weights=[self.session.load_array(f["final_weights"])],
+        )
+
+
+class ReplaySource:
+    """Hidden layers that answer from the record; ``live`` takes over past its end (resume)."""
+
+    def __init__(self, run: RecordedRun, live=None):
+        self.run = run
+        self.live = live
+        n = run.settings.hidden
+        self.replay = [ReplayNeurons(n, f"layer {i + 1}") for i in range(run.settings.layers)]
+        self.switch = [_Switch(r) for r in self.replay]
+
+    def layers(self, fold: int) -> list[NeuronArray]:
+        if self.live is not None:
+            for s, live in zip(self.switch, self.live.layers(fold), strict=True):
+                s.live = live
+        return self.switch
+
+    def before_epoch(self, fold: int, epoch: int) -> None:
+        if (fold, epoch) in self.run.epochs:
+            block = self.run.measurements(fold, epoch)
+            for layer, s in enumerate(self.switch):
+                s.replay.load(block[layer], f"fold {fold} epoch {epoch}")
+                s.use_live = False
+            return
+        if self.live is None:
+            raise EndOfRecord(f"the record ends before epoch {epoch} of fold {fold}")
+        for s in self.switch:
+            s.replay.finish()
+            s.use_live = True
+        self.live.before_epoch(fold, epoch)
+
+
+class _Switch:
+    def __init__(self, replay: ReplayNeurons):
+        self.replay, self.live, self.use_live = replay, None, False
+        self.n = replay.n
+
+    def measure(self, currents: np.ndarray) -> NeuronReadout:
+        return (self.live if self.use_live else self.replay).measure(currents)

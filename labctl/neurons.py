@@ -1,0 +1,450 @@
+"""Hidden-neuron arrays built from pairs of magnetic tunnel junctions, and their activations.
+
+Units throughout: current in A, voltage in V, differential resistance in Ohm.
+
+Every hidden neuron is a pair of nominally identical MTJs. Device A is biased at the
+neuron's current I and its voltage V_A(I) is the activation. The derivative that
+backpropagation needs is measured, not computed, with a second bias step dI:
+
+- ``fd``: one differential read, (V_B(I + dI) - V_A(I)) / dI. Any offset between the two
+  devices of the pair shows up divided by dI, so this estimate is biased.
+- ``fd-swap``: the same read plus one with the roles exchanged, (V_A(I + dI) - V_B(I)) / dI,
+  averaged. The offsets cancel and what remains is the mean secant slope of the two
+  devices over [I, I + dI].
+- ``exact``: the analytic dV/dI of device A from the model; simulation only.
+
+:class:`NeuronArray` is the interface shared by every backend (this module's
+:class:`ModelNeurons`, the probe-station backend, replay of recorded sessions).
+:class:`MTJActivation` turns a pre-activation into bias currents and the measured voltage
+back into a normalised activation; :class:`TanhActivation` is the software baseline with
+the same ``forward`` signature.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+from simulators.mtj import (
+    NOMINAL,
+    MTJParams,
+    Variability,
+    dvdi,
+    sample_pairs,
+    variability_preset,
+    voltage,
+)
+
+GRAD_MODES = ("fd-swap", "fd", "exact")
+
+# Current grid of the per-device lookup tables: cubic Hermite pieces 2 uA wide keep the
+# interpolation error below 0.1 uV and 0.01 Ohm on the model's curves (orders below the
+# read noise) while a layer's table stays small enough to live in the CPU cache, which is
+# what makes a look-up cheap.
+LUT_STEP_A = 2e-6
+LUT_RANGE_A = (-120e-6, 120e-6)
+# Beyond this many grid intervals per neuron (a 2 mA span) a call solves the model
+# directly instead, so that an absurd current cannot allocate an absurd table.
+LUT_MAX_INTERVALS = 1000
+# Step of the central difference that gives the slopes of the tabulated derivative
+# estimate at the grid points (the slope of V_A itself is the analytic dV/dI).
+_SLOPE_STEP_A = 1e-9
+
+
+@dataclass
+class NeuronReadout:
+    """One measurement of a neuron array.
+
+    v: activation voltage V_A(I) in V, shape (batch, n).
+    dvdi: derivative estimate dV/dI in Ohm of the array's grad mode, shape (batch, n).
+    """
+
+    v: np.ndarray
+    dvdi: np.ndarray
+
+
+@runtime_checkable
+class NeuronArray(Protocol):
+    """What a hidden layer needs from its neurons, whatever they are made of.
+
+    ``n`` is the number of neurons; ``measure`` biases neuron j at ``currents[..., j]`` (A),
+    shape (batch, n), and returns the activation voltages and derivative estimates.
+    """
+
+    n: int
+
+    def measure(self, currents: np.ndarray) -> NeuronReadout:
+        """Bias every neuron at its current (A) and read V (V) and dV/dI (Ohm)."""
+        ...
+
+
+class Activation(Protocol):
+    """A hidden-layer nonlinearity: what :class:`labctl.mlp.MLP` calls in its forward pass.
+
+    ``forward(z, neurons)`` returns ``(a, dadz, currents, readout)``: the activation, its
+    derivative with respect to ``z`` as the backward pass should use it, and for
+    hardware-backed activations the bias currents (A) and the raw readout (else None).
+    """
+
+    needs_neurons: bool
+
+    def forward(
+        self, z: np.ndarray, neurons: NeuronArray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, NeuronReadout | None]: ...
+
+
+def _check_grad(grad: str) -> str:
+    if grad not in GRAD_MODES:
+        raise ValueError(f"grad must be one of {', '.join(GRAD_MODES)}; got {grad!r}")
+    return grad
+
+
+class ModelNeurons:
+    """Simulated neuron array: ``n`` MTJ pairs drawn from a variability preset.
+
+    Parameters
+    ----------
+    n: number of neurons (pairs).
+    variability: preset name (``nominal``, ``pronounced``, ``ideal``) or a
+        :class:`~simulators.mtj.Variability`; sets the spread, the in-pair mismatch and
+        the read noise. Drift is not simulated here (the array is stateless), so a
+        non-zero ``drift_a_per_sqrt_s`` is refused.
+    seed: seeds the pair parameters (``np.random.default_rng(seed)``) and, through a
+        separate stream, the read noise.
+    di: bias step of the derivative measurement, A.
+    grad: ``fd-swap``, ``fd`` or ``exact`` (see the module docstring).
+    nplc: SMU integration time of the activation read in power-line cycles; the noise
+        ``Variability.smu_noise_v`` (V rms at 1 NPLC) falls as 1/sqrt(nplc).
+    adc_integration_s: integration time of each differential read, s; the noise
+        ``Variability.adc_noise_v`` (V rms at 1 ms) falls as 1/sqrt(t / 1 ms).
+    lut: if True (default) the noiseless V_A(I) and derivative-estimate curves of every
+        pair are tabulated from the device model on a 2 uA grid (growing on demand when
+        a current falls outside +-120 uA) and interpolated by cubic Hermite pieces (error
+        < 0.1 uV, < 0.01 Ohm, far below the read noise), which makes a measurement a
+        table look-up instead of a Newton solve. If False the device model is solved at
+        every call (slow; the reference the table is tested against).
+
+    The read noise is Gaussian: one draw of ``sigma_v`` on the activation and one of
+    ``sigma_dvdi`` on the derivative estimate per neuron and sample. For ``fd-swap`` the
+    two independent differential reads are averaged, so their noises combine into one
+    draw of sigma_adc / (sqrt(2) * dI), the same distribution at half the cost.
+    """
+
+    def __init__(
+        self,
+        n: int,
+        *,
+        variability: str | Variability = "nominal",
+        seed: int,
+        di: float = 2e-6,
+        grad: str = "fd-swap",
+        nplc: float = 1.0,
+        adc_integration_s: float = 1e-3,
+        lut: bool = True,
+    ):
+        if int(n) != n or n < 1:
+            raise ValueError(f"n must be a positive integer, got {n!r}")
+        if not di > 0:
+            raise ValueError(f"di must be positive (A), got {di!r}")
+        if not nplc > 0:
+            raise ValueError(f"nplc must be positive, got {nplc!r}")
+        if not adc_integration_s > 0:
+            raise ValueError(f"adc_integration_s must be positive (s), got {adc_integration_s!r}")
+        if isinstance(variability, str):
+            variability = variability_preset(variability)
+        if variability.drift_a_per_sqrt_s:
+            raise ValueError(
+                "ModelNeurons is stateless and does not simulate drift; "
+                f"variability {variability.name!r} has drift_a_per_sqrt_s="
+                f"{variability.drift_a_per_sqrt_s}"
+            )
+        self.n = int(n)
+        self.variability = variability
+        self.seed = seed
+        self.di = float(di)
+        self.grad = _check_grad(grad)
+        self.nplc = float(nplc)
+        self.adc_integration_s = float(adc_integration_s)
+        self.lut = bool(lut)
+        self.pairs: MTJParams = sample_pairs(self.n, variability, np.random.default_rng(seed))
+        self.device_a: MTJParams = self.pairs.take((slice(None), 0))
+        self.device_b: MTJParams = self.pairs.take((slice(None), 1))
+        # A separate stream, so that the devices drawn for a seed do not depend on how many
+        # measurements were made before. SFC64 because its raw bits are the cheapest.
+        self._noise_bits = np.random.SFC64(np.random.SeedSequence([0x6E6F6973, seed]))
+        self.sigma_v = variability.smu_noise_v / math.sqrt(self.nplc)
+        sigma_read = variability.adc_noise_v / math.sqrt(self.adc_integration_s / 1e-3)
+        self.sigma_dvdi = {
+            "fd": sigma_read / self.di,
+            "fd-swap": sigma_read / (math.sqrt(2.0) * self.di),
+            "exact": 0.0,
+        }[self.grad]
+        self._table_lo = 0.0
+        self._table_k = 0
+        self._tables: dict[np.dtype, np.ndarray] = {}
+        self._col_offset = np.zeros(0, dtype=np.intp)
+
+    # -- noiseless physics -------------------------------------------------------------
+
+    def _estimate_direct(self, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Noiseless V_A(I) (V) and derivative estimate (Ohm) by solving the device model."""
+        a, b, di = self.device_a, self.device_b, self.di
+        v_a = voltage(a, current)
+        if self.grad == "exact":
+            d = dvdi(a, current)
+        elif self.grad == "fd":
+            d = (voltage(b, current + di) - v_a) / di
+        else:
+            forward = voltage(b, current + di) - v_a
+            swapped = voltage(a, current + di) - voltage(b, current)
+            d = (forward + swapped) / (2.0 * di)
+        return v_a, d
+
+    def _build_table(self, lo: float, hi: float) -> None:
+        k = int(math.ceil((hi - lo) / LUT_STEP_A))
+        nodes = (lo + LUT_STEP_A * np.arange(k + 1))[:, None]  # (k + 1, 1), broadcast over n
+        v, d = self._estimate_direct(nodes)
+        dv = dvdi(self.device_a, nodes)
+        dd = (
+            self._estimate_direct(nodes + _SLOPE_STEP_A)[1]
+            - self._estimate_direct(nodes - _SLOPE_STEP_A)[1]
+        ) / (2 * _SLOPE_STEP_A)
+        # Row j of neuron i holds the cubic c0 + c1 t + c2 t^2 + c3 t^3, t in [0, 1], of
+        # V_A and then of the derivative estimate on [node j, node j + 1]. A last row holds
+        # the constant value at the top node, so that the top edge needs no special case.
+        # Neuron-major, so that one neuron's rows are adjacent in memory.
+        table = np.zeros((self.n, k + 1, 8))
+        for offset, f, df in ((0, v, dv), (4, d, dd)):
+            f0, f1 = f[:-1].T, f[1:].T
+            s0, s1 = LUT_STEP_A * df[:-1].T, LUT_STEP_A * df[1:].T
+            table[:, :-1, offset] = f0
+            table[:, :-1, offset + 1] = s0
+            table[:, :-1, offset + 2] = 3.0 * (f1 - f0) - 2.0 * s0 - s1
+            table[:, :-1, offset + 3] = 2.0 * (f0 - f1) + s0 + s1
+            table[:, -1, offset] = f[-1]
+        self._table_lo = lo
+        self._table_k = k
+        self._tables = {np.dtype(np.float64): table.reshape(-1, 8)}
+        self._col_offset = (np.arange(self.n) * (k + 1)).astype(np.intp)
+
+    def _table_covers(self, current: np.ndarray) -> bool:
+        """Make the table cover ``current`` (A), growing it if needed; False if too wide.
+
+        Covering means one grid step of room on either side, so that float32 rounding of
+        the table position can never leave the table.
+        """
+        lo_needed, hi_needed = float(current.min()), float(current.max())
+        if not (math.isfinite(lo_needed) and math.isfinite(hi_needed)):
+            raise ValueError("currents must be finite")
+        lo = self._table_lo + LUT_STEP_A
+        hi = self._table_lo + LUT_STEP_A * (self._table_k - 1)
+        if self._table_k and lo <= lo_needed and hi_needed <= hi:
+            return True
+        lo, hi = LUT_RANGE_A if self._table_k == 0 else (self._table_lo, lo + hi - lo)
+        # Grow with a margin so that a slowly widening range rebuilds rarely.
+        margin = 0.25 * (hi - lo)
+        lo = min(lo, lo_needed - margin)
+        hi = max(hi, hi_needed + margin)
+        if (hi - lo) / LUT_STEP_A > LUT_MAX_INTERVALS:
+            return False
+        self._build_table(lo, hi)
+        return True
+
+    def _estimate_lut(self, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Noiseless V_A (V) and derivative estimate (Ohm) from the table (which must cover)."""
+        table = self._tables.get(current.dtype)
+        if table is None:
+            table = self._tables[np.dtype(np.float64)].astype(current.dtype)
+            self._tables[current.dtype] = table
+        u = current * (1.0 / LUT_STEP_A)
+        u -= self._table_lo / LUT_STEP_A  # grid position, >= 1 by the coverage margin
+        k_float = np.floor(u)
+        u -= k_float  # position inside the grid interval, in [0, 1)
+        k = k_float.astype(np.intp)
+        k += self._col_offset
+        c = np.take(table, k, axis=0)  # (rows, n, 8): cubics of V_A, derivative estimate
+        v = c[..., 3] * u
+        v += c[..., 2]
+        v *= u
+        v += c[..., 1]
+        v *= u
+        v += c[..., 0]
+        d = c[..., 7] * u
+        d += c[..., 6]
+        d *= u
+        d += c[..., 5]
+        d *= u
+        d += c[..., 4]
+        return v, d
+
+    # -- public --------------------------------------------------------------------------
+
+    def measure(self, currents: np.ndarray) -> NeuronReadout:
+        """Bias neuron j at ``currents[..., j]`` (A); read V_A (V) and dV/dI (Ohm) with noise.
+
+        ``currents`` has shape (batch, n) (any leading shape works); float32 input gives
+        float32 output, anything else float64.
+        """
+        current = np.asarray(currents)
+        if current.ndim < 1 or current.shape[-1] != self.n:
+            raise ValueError(f"currents must have shape (batch, {self.n}), got {current.shape}")
+        dtype = np.float32 if current.dtype == np.float32 else np.float64
+        current = current.astype(dtype, copy=False)
+        if self.lut and self._table_covers(current):
+            v, d = self._estimate_lut(current)
+        else:
+            v, d = self._estimate_direct(current)
+            v, d = v.astype(dtype, copy=False), d.astype(dtype, copy=False)
+        if self.sigma_v > 0 or self.sigma_dvdi > 0:
+            self._add_noise(v, d)
+        return NeuronReadout(v=v, dvdi=d)
+
+    def _add_noise(self, v: np.ndarray, d: np.ndarray) -> None:
+        """Add N(0, sigma_v) to ``v`` and N(0, sigma_dvdi) to ``d`` in place.
+
+        Both come from one Box-Muller transform (radius times cosine and sine of one angle
+        are two independent normals) of uniforms made from the raw bits of the noise
+        stream. That is four times cheaper than ``Generator.standard_normal``, which
+        matters because noise would otherwise be the largest cost of a measurement. The
+        23-bit uniforms cut the tails at 5.6 sigma, irrelevant for read noise.
+        """
+        sigma_v, sigma_d = self.sigma_v, self.sigma_dvdi
+        scale = sigma_v if sigma_v > 0 else sigma_d
+        m = v.size
+        bits = self._noise_bits.random_raw(m).view(np.uint32)  # 2m random words
+        # Mantissa bits under the exponent of 1.0: uniform floats in [1, 2).
+        bits >>= 9
+        bits |= 0x3F800000
+        uniform = bits.view(np.float32)
+        radius, angle = uniform[:m], uniform[m:]
+        np.subtract(2.0, radius, out=radius)  # (0, 1], so that the log is finite
+        np.log(radius, out=radius)
+        radius *= -2.0 * scale * scale
+        np.sqrt(radius, out=radius)  # scale * sqrt(-2 ln u)
+        angle *= 2.0 * math.pi  # one extra turn, as the uniform starts at 1
+        if sigma_v > 0:
+            noise = np.cos(angle)
+            noise *= radius
+            v += noise.reshape(v.shape)
+        if sigma_d > 0:
+            np.sin(angle, out=angle)
+            angle *= radius
+            if sigma_d != scale:
+                angle *= sigma_d / scale
+            d += angle.reshape(d.shape)
+
+    def exact_dvdi(self, currents: np.ndarray) -> np.ndarray:
+        """Analytic dV/dI (Ohm) of every neuron's device A at ``currents`` (A), no noise."""
+        current = np.asarray(currents, dtype=float)
+        if current.ndim < 1 or current.shape[-1] != self.n:
+            raise ValueError(f"currents must have shape (batch, {self.n}), got {current.shape}")
+        return dvdi(self.device_a, current)
+
+    def ideal_voltage(self, currents: np.ndarray) -> np.ndarray:
+        """Noiseless V_A (V) of every neuron's device A at ``currents`` (A), model solved."""
+        current = np.asarray(currents, dtype=float)
+        if current.ndim < 1 or current.shape[-1] != self.n:
+            raise ValueError(f"currents must have shape (batch, {self.n}), got {current.shape}")
+        return voltage(self.device_a, current)
+
+    def __repr__(self) -> str:
+        return (
+            f"ModelNeurons(n={self.n}, variability={self.variability.name!r}, seed={self.seed}, "
+            f"di={self.di:g}, grad={self.grad!r}, nplc={self.nplc:g}, "
+            f"adc_integration_s={self.adc_integration_s:g})"
+        )
+
+
+class MTJActivation:
+    """Pre-activation z -> bias current -> measured voltage -> normalised activation.
+
+    I = clip(i_center + i_scale * z, -i_max, i_max) (A); a = (V - v_center) / v_scale;
+    da/dz = dV/dI * i_scale / v_scale, 0 where the current is clipped. ``v_center`` (V) and
+    ``v_scale`` (V) come once from the nominal device curve (``device``): v_center =
+    V(i_center), v_scale = (V(i_center + i_scale) - V(i_center - i_scale)) / 2, so the
+    activation of a nominal device is 0 at z = 0 and has unit mean slope over |z| <= 1.
+    Every real device deviates from that; the network learns around it.
+    """
+
+    needs_neurons = True
+
+    def __init__(
+        self,
+        *,
+        i_center: float = 40e-6,
+        i_scale: float = 30e-6,
+        i_max: float = 100e-6,
+        device: MTJParams = NOMINAL,
+    ):
+        if not i_max > 0:
+            raise ValueError(f"i_max must be positive (A), got {i_max!r}")
+        if not abs(i_center) < i_max:
+            raise ValueError(f"i_center must satisfy |i_center| < i_max (A), got {i_center!r}")
+        if not i_scale > 0:
+            raise ValueError(f"i_scale must be positive (A), got {i_scale!r}")
+        self.i_center = float(i_center)
+        self.i_scale = float(i_scale)
+        self.i_max = float(i_max)
+        self.v_center = float(voltage(device, self.i_center))
+        v_hi = float(voltage(device, self.i_center + self.i_scale))
+        v_lo = float(voltage(device, self.i_center - self.i_scale))
+        self.v_scale = 0.5 * (v_hi - v_lo)
+        if not self.v_scale > 0:
+            raise ValueError(f"v_scale from the device curve is not positive: {self.v_scale}")
+        self._z_lo = (-self.i_max - self.i_center) / self.i_scale
+        self._z_hi = (self.i_max - self.i_center) / self.i_scale
+        self._gain = self.i_scale / self.v_scale
+
+    def currents(self, z: np.ndarray) -> np.ndarray:
+        """Bias currents (A) for pre-activations ``z``, clipped to +-i_max."""
+        z = np.asarray(z)
+        return self.i_center + self.i_scale * np.clip(z, self._z_lo, self._z_hi)
+
+    def forward(
+        self, z: np.ndarray, neurons: NeuronArray | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, NeuronReadout]:
+        """Measure ``neurons`` at the currents for ``z``; return (a, da/dz, currents, readout).
+
+        ``z`` has shape (batch, neurons.n); a and da/dz have the same shape and dtype.
+        """
+        if neurons is None:
+            raise ValueError("MTJActivation needs a NeuronArray")
+        z = np.asarray(z)
+        zc = np.clip(z, self._z_lo, self._z_hi)
+        inside = zc == z
+        zc *= self.i_scale
+        zc += self.i_center
+        currents = zc
+        readout = neurons.measure(currents)
+        a = readout.v - self.v_center
+        a *= 1.0 / self.v_scale
+        dadz = readout.dvdi * self._gain
+        dadz *= inside
+        return a, dadz, currents, readout
+
+    def __repr__(self) -> str:
+        return (
+            f"MTJActivation(i_center={self.i_center:g}, i_scale={self.i_scale:g}, "
+            f"i_max={self.i_max:g})"
+        )
+
+
+class TanhActivation:
+    """Software baseline: a = tanh(z), da/dz = 1 - a^2; no neurons, no currents."""
+
+    needs_neurons = False
+
+    def forward(
+        self, z: np.ndarray, neurons: NeuronArray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, None, None]:
+        """Return (tanh(z), 1 - tanh(z)^2, None, None)."""
+        a = np.tanh(z)
+        dadz = a * a
+        np.subtract(1.0, dadz, out=dadz)
+        return a, dadz, None, None
+
+    def __repr__(self) -> str:
+        return "TanhActivation()"

@@ -1,0 +1,100 @@
+"""PNG plots (matplotlib, Agg backend, imported only when a plot is made)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def iv_curves(
+    path: Path, currents_a: np.ndarray, curves: dict[str, np.ndarray], title: str
+) -> Path:
+    """V against I for each named curve (currents in A, voltages in V)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for label, v in curves.items():
+        ax.plot(currents_a * 1e6, v, ".-", ms=3, label=label)
+    ax.set_xlabel("I (uA)")
+    ax.set_ylabel("V (V)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def derivative_scatter(
+    path: Path, analytic: np.ndarray, measured: dict[str, np.ndarray], title: str
+) -> Path:
+    """Measured dV/dI (Ohm) against the analytic one, one series per label."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    lo, hi = float(np.min(analytic)), float(np.max(analytic))
+    for label, m in measured.items():
+        ax.plot(analytic, m, ".", ms=3, alpha=0.6, label=label)
+    ax.plot([lo, hi], [lo, hi], "k--", lw=1, label="y = x")
+    ax.set_xlabel("analytic dV/dI (Ohm)")
+    ax.set_ylabel("measured dV/dI (Ohm)")
+    ax.set_title(title)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def training_curves(path: Path, histories: dict[str, dict[str, list[float]]], title: str) -> Path:
+    """Loss and accuracy per epoch; ``histories`` maps a label to its per-epoch metrics."""
+    plt = _pyplot()
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for label, h in histories.items():
+        for key, style in (("train_loss", "-"), ("val_loss", "--")):
+            if h.get(key):
+                ax_loss.plot(range(1, len(h[key]) + 1), h[key], style, label=f"{label} {key[:-5]}")
+        for key, style in (("train_acc", "-"), ("val_acc", "--")):
+            if h.get(key):
+                ax_acc.plot(range(1, len(h[key]) + 1), h[key], style, label=f"{label} {key[:-4]}")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.set_ylabel("cross-entropy")
+    ax_acc.set_xlabel("epoch")
+    ax_acc.set_ylabel("accuracy")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def error_vs_step(
+    path: Path, steps_a: np.ndarray, errors: dict[str, np.ndarray], title: str
+) -> Path:
+    """Median relative derivative error against the finite-difference step dI (A)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    for label, e in errors.items():
+        ax.loglog(steps_a, e, "o-", label=label)
+    ax.set_xlabel("dI (A)")
+    ax.set_ylabel("median |relative error|")
+    ax.set_title(title)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,60 @@
+"""The `station` neuron backend: hidden neurons that are MTJ pairs on the probe station."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from labctl.neurons import GRAD_MODES, NeuronReadout
+from protocols.engine import Engine
+from protocols.finite_difference import Calibration, fd_batch
+
+
+class ComplianceInData(RuntimeError):
+    """A reading that went into a neuron's activation was taken in compliance or overrange."""
+
+
+class StationNeurons:
+    """``len(pairs)`` neurons, neuron j on station pair ``pairs[j]``.
+
+    grad: ``fd-swap`` (swap mode), ``fd`` (forward, with ``calibration`` subtracted if
+    given) or ``exact`` (the simulator's analytic dV/dI of device A: simulated stations
+    only). Compliance hits and overranges are never used as data: they raise
+    :class:`ComplianceInData` naming the pair.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        pairs: list[int],
+        *,
+        di: float,
+        grad: str = "fd-swap",
+        calibration: Calibration | None = None,
+    ):
+        if grad not in GRAD_MODES:
+            raise ValueError(f"grad must be one of {', '.join(GRAD_MODES)}; got {grad!r}")
+        if grad == "exact" and engine.station.world is None:
+            raise ValueError(
+                "grad 'exact' needs the simulator's device model: it is for simulated stations only"
+            )
+        self.engine, self.pairs, self.di, self.grad = engine, list(pairs), di, grad
+        self.calibration = calibration
+        self.n = len(self.pairs)
+
+    def measure(self, currents: np.ndarray) -> NeuronReadout:
+        mode = "swap" if self.grad == "fd-swap" else "forward"
+        r = self.engine.run(fd_batch(currents, self.pairs, self.di, mode, self.calibration))
+        if not r.valid.all():
+            j = int(np.argwhere(~r.valid)[0][1])
+            raise ComplianceInData(
+                f"pair {self.pairs[j]}: {int((~r.valid).sum())} readings in compliance or "
+                "overrange; check the station limits and the current scale"
+            )
+        dvdi = r.dvdi
+        if self.grad == "exact":
+            from simulators.mtj import dvdi as analytic
+
+            chip = self.engine.station.world.chip.params
+            idx = np.array(self.pairs) - 1
+            dvdi = analytic(chip.take((idx, np.zeros_like(idx))), currents)
+        return NeuronReadout(v=r.v, dvdi=dvdi)
