@@ -62,7 +62,7 @@ def bench_protocol(batch: int = 120, neurons: int = 8, seed: int = 0) -> dict:
         config = load_station(None, time_scale=1.0)
         with open_station(config) as station:
             engine = Engine(station, mode=mode, nplc=nplc)
-            engine.run(fd_batch(currents[:2], pairs[:1], 1e-6, "swap"))  # connect, configure
+            engine.run(fd_batch(currents[:2, :1], pairs[:1], 1e-6, "swap"))  # connect, configure
             trips0, clock0 = station.round_trips(), station.world.clock.now()
             t0 = time.perf_counter()
             engine.run(fd_batch(currents, pairs, 1e-6, "swap"))

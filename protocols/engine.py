@@ -9,6 +9,10 @@ ceil(N/100) list commands and a handful of round trips. Instruments without list
 Every Sweep is checked by the :class:`SafetyEnvelope` before any instrument sees it;
 points are sorted by current and padded with ramp points to and from zero. Compliance
 hits and ADC overranges are flagged in the result, never silently used as data.
+
+A :class:`Pulse` is checked by the envelope too, then connects its pair the same way as a
+sweep (the SMUs stay on at 0 A) and fires the ADC board's pulse generator on the device's
+bus.
 """
 
 from __future__ import annotations
@@ -19,18 +23,19 @@ from typing import Any
 
 import numpy as np
 
-from protocols.intents import Checkpoint, Plan, Sweep, SweepResult
+from protocols.intents import Checkpoint, Plan, Pulse, Sweep, SweepResult
 from protocols.safety import MAX_LIST_POINTS, SafetyEnvelope, SafetyViolation
 
 
 @dataclass
 class EngineStats:
-    """What the engine did: sweeps, points (incl. ramp padding) and pair switches."""
+    """What the engine did: sweeps, points (incl. ramp padding), pair switches, pulses."""
 
     sweeps: int = 0
     points: int = 0
     padded_points: int = 0
     switches: int = 0
+    pulses: int = 0
 
 
 class Engine:
@@ -67,7 +72,7 @@ class Engine:
         self.mode = ("list" if list_capable else "host") if mode == "auto" else mode
         self.stats = EngineStats()
         self._connected: int | None = None
-        self._configured = False
+        self._compliance_v: float | None = None
 
     def run(self, plan: Plan) -> Any:
         """Run ``plan`` to completion and return its value."""
@@ -86,6 +91,9 @@ class Engine:
         if isinstance(intent, Sweep):
             self.envelope.check(intent)
             return self._sweep(intent)
+        if isinstance(intent, Pulse):
+            self.envelope.check(intent)
+            return self._pulse(intent)
         raise TypeError(f"the engine cannot run {intent!r}")
 
     # -- sweeps ----------------------------------------------------------------------
@@ -125,13 +133,23 @@ class Engine:
             overrange=pick(raw["overrange"]).astype(bool),
         )
 
+    # -- pulses ----------------------------------------------------------------------
+    def _pulse(self, pulse: Pulse) -> None:
+        # Every sweep's list ends on its ramp's 0 A and _prepare leaves fresh sources at
+        # 0 A, so the SMUs on the buses carry nothing while the pulse is applied.
+        self._prepare(pulse.pair)
+        self.station.adc.program_pulse(pulse.device, pulse.amplitude_v, pulse.width_s)
+        self.stats.pulses += 1
+        return None
+
     def _prepare(self, pair: int) -> None:
-        if not self._configured:
-            limits = self.envelope.limits(pair)
+        compliance_v = self.envelope.limits(pair).compliance_v
+        if self._compliance_v != compliance_v:
+            # Sources sit at 0 A between sweeps, so changing the compliance is safe here.
             self.station.prepare_sources(
-                compliance_v=limits.compliance_v, nplc=self.nplc, adc_gain=self.adc_gain
+                compliance_v=compliance_v, nplc=self.nplc, adc_gain=self.adc_gain
             )
-            self._configured = True
+            self._compliance_v = compliance_v
         if self._connected != pair:
             self.station.connect_pair(pair)
             self._connected = pair

@@ -45,8 +45,11 @@ Decisions where the simulator simplifies or has to choose:
   source returns to the fixed (bias) level. With ``:TRIG:SOUR IMM`` the instrument is a
   trigger-link master: per step it sets the level, pulses ``:TRIG:OLIN`` for output event
   SOUR and DEL (before measuring) and SENS (after), measures, and spends
-  trigger delay + source delay + NPLC/line frequency + 0.25 ms (times the repeat-filter
-  count) of instrument time. With ``:TRIG:SOUR TLIN``, ``:INIT`` arms it on ``:TRIG:ILIN``:
+  trigger delay + source delay + NPLC/line frequency + READING_OVERHEAD_S (times the
+  repeat-filter count) of instrument time; starting the trigger model costs
+  INITIATE_OVERHEAD_S, and a source level changed over the bus with the output on
+  SOURCE_CHANGE_S (see those constants). With ``:TRIG:SOUR TLIN``, ``:INIT`` arms it on
+  ``:TRIG:ILIN``:
   each pulse sets the next level and takes a reading (a slave spends no clock time: its
   integration overlaps its master's), and after the last one the source returns to bias
   in a late subscriber (order 20), so that acquirers (order 10) sample the last step too.
@@ -81,7 +84,13 @@ from simulators.world import StationWorld
 NAN = 9.91e37  # the 2400's "not a number" placeholder
 IDN = "KEITHLEY INSTRUMENTS INC.,MODEL 2400,{serial},C30   Mar 17 2006 09:29:29/A02  /K/J"
 FETCH_WAIT_S = 5.0
-READING_OVERHEAD_S = 0.25e-3
+# Instrument time beyond the integration, modelled on the order of magnitude of the 2400's
+# published reading rates at 0.01 NPLC (figures recalled from its datasheet, not checked
+# here): some 1,500 source-measure readings/s into memory in a sweep, but only about 250
+# bus-triggered single readings/s and 80 when each also changes the source level.
+READING_OVERHEAD_S = 0.48e-3  # per sweep step: source, settle, A/D overhead, store
+INITIATE_OVERHEAD_S = 3.3e-3  # per :INIT/:READ?/:MEAS?: trigger model start, formatting
+SOURCE_CHANGE_S = 8.7e-3  # per level change commanded over the bus with the output on
 MAX_POINTS = 2500
 MAX_LIST_PER_COMMAND = 100
 NOT_PERMITTED_OUTPUT_OFF = (803, "Not permitted with OUTPUT off")
@@ -372,6 +381,7 @@ class SimKeithley2400:
             raise ScpiError(*NOT_PERMITTED_OUTPUT_OFF)
         n = int(self.cfg["arm_count"]) * int(self.cfg["trig_count"])
         self.readings = []
+        self._spend(INITIATE_OVERHEAD_S)
         if self.cfg["trig_source"] == "TLIN":
             self._arm(n)
         else:
@@ -727,6 +737,8 @@ class SimKeithley2400:
                 raise ScpiError(-222)  # beyond the fixed source range
             self.cfg[key] = value
             if kind == "curr":
+                if self.output and self._sweep is None:
+                    self._spend(SOURCE_CHANGE_S)
                 self._bias()
 
         return self._number(key, -limit, limit, after)

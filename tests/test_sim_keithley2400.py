@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 
 from simulators import keithley2400 as k2400
-from simulators.keithley2400 import SimKeithley2400
+from simulators.keithley2400 import (
+    INITIATE_OVERHEAD_S,
+    READING_OVERHEAD_S,
+    SOURCE_CHANGE_S,
+    SimKeithley2400,
+)
 from simulators.mtj import voltage
 from simulators.server import TcpServer
 from simulators.world import StationWorld
@@ -284,16 +289,21 @@ def test_output_off_behaviour(smu, world):
 
 def test_level_change_redrives_and_time_model(smu, world):
     source_current(smu, 10e-6)
+    start = world.clock.now()
     smu.handle(":SOUR:CURR 30e-6")
+    assert world.clock.now() - start == pytest.approx(SOURCE_CHANGE_S)
     assert world.buses["A"].set_current == 30e-6
     smu.handle(":SENS:VOLT:PROT 1.5")
     assert world.buses["A"].compliance_v == 1.5
     start = world.clock.now()
     smu.handle(":SENS:CURR:NPLC 2;:TRIG:COUN 3;:READ?")
-    assert world.clock.now() - start == pytest.approx(3 * (2 / 60 + 0.25e-3))
+    step = READING_OVERHEAD_S
+    assert world.clock.now() - start == pytest.approx(INITIATE_OVERHEAD_S + 3 * (2 / 60 + step))
     start = world.clock.now()
     smu.handle(":SOUR:DEL 0.01;:SYST:LFR 50;:READ?")
-    assert world.clock.now() - start == pytest.approx(3 * (0.01 + 2 / 50 + 0.25e-3))
+    assert world.clock.now() - start == pytest.approx(
+        INITIATE_OVERHEAD_S + 3 * (0.01 + 2 / 50 + step)
+    )
     t = readings(smu.handle(":FETC?"))[:, 3]
     assert np.all(np.diff(t) > 0)
 
