@@ -3,7 +3,8 @@
 Settings are pymeasure controls with validators; :meth:`AdcBoard.read_samples` parses the
 ``ACQ:DATA?`` binary block (``#8`` + 8-digit length + records + CRC-32 + newline) into a
 numpy structured array after checking its length and CRC. Every voltage is
-input-referred. Units: V, s, S/s, us (sample timestamps).
+input-referred. The board's pulse generator programs the device on bus A or B
+(:meth:`AdcBoard.program_pulse`). Units: V, s, S/s, us (sample timestamps).
 """
 
 from __future__ import annotations
@@ -28,6 +29,9 @@ from instruments.transport import (
 SAMPLE_DTYPE = np.dtype([("t_us", "<u8"), ("v", "<f8"), ("status", "i1")])
 STATUS_OVERRANGE = 1
 MAX_SAMPLES = 10_000
+PULSE_BUSES = ("A", "B")
+PULSE_AMPLITUDE_RANGE_V = (-1.5, 1.5)
+PULSE_WIDTH_RANGE_S = (1e-7, 1e-3)
 _HEADER = 10  # "#8" and 8 length digits
 _TRAILER = 5  # CRC-32 (4 bytes, little-endian) and "\n"
 
@@ -62,7 +66,7 @@ class AdcBoard(LockedInstrumentMixin, SCPIMixin, Instrument):
 
     #: One sample per trigger-link pulse, read back as a block.
     capabilities = {"triggered_acquisition": True, "max_samples": MAX_SAMPLES,
-                    "binary_block": True}
+                    "binary_block": True, "programming_pulse": True}
 
     def __init__(self, adapter, name: str = "ADC board", **kwargs):
         super().__init__(adapter, name, **kwargs)
@@ -93,6 +97,30 @@ class AdcBoard(LockedInstrumentMixin, SCPIMixin, Instrument):
         """Control the samples an armed acquisition takes (int, 1 to 10000).""",
         validator=strict_discrete_set, values=range(1, MAX_SAMPLES + 1), cast=int,
     )
+
+    pulse_count = Instrument.measurement(
+        "PROG:COUN?",
+        """Get the programming pulses applied since power-on or the last reset (int).""",
+        cast=int,
+    )
+
+    def program_pulse(self, bus: str, amplitude_v: float, width_s: float) -> None:
+        """Apply one programming pulse of ``amplitude_v`` (V, within +-1.5) for ``width_s``
+        (s, 1e-7 to 1e-3) to the device the switch matrix connects to ``bus`` ("A"/"B").
+
+        Arguments are checked here (ValueError) so that nothing out of range reaches the
+        wire. Ends with an error-queue query: when it returns the pulse has been applied,
+        and a refused one (acquisition armed: -221) has raised
+        :class:`InstrumentReportedError`. It is the caller's business that the pulse is
+        safe for the device (see protocols.safety).
+        """
+        bus = strict_discrete_set(str(bus).upper(), PULSE_BUSES)
+        amplitude_v = strict_range(float(amplitude_v), PULSE_AMPLITUDE_RANGE_V)
+        width_s = strict_range(float(width_s), PULSE_WIDTH_RANGE_S)
+        with self.lock:
+            # 9 significant digits: the board sees the value that was range-checked.
+            self.write(f"PROG:PULS {bus},{amplitude_v:.9g},{width_s:.9g}")
+            self.check_errors_raise()
 
     def measure(self) -> tuple[float, bool]:
         """One reading now: (input-referred volts, overrange)."""

@@ -15,6 +15,7 @@ COMMANDS = [
     (("station", "check"), "labctl.cmd_station", "open every instrument and check it"),
     (("iv",), "labctl.cmd_iv", "I-V sweep of both devices of a pair (CSV + PNG)"),
     (("fd-scan",), "labctl.cmd_fdscan", "derivative error against dI for a pair; recommends dI"),
+    (("tune",), "labctl.cmd_tune", "pulse a pair's devices to a target I_off and verify it"),
     (("train", "iris"), "labctl.cmd_train", "device-in-the-loop training on Iris"),
     (("simulate", "mnist"), "labctl.simulate_mnist", "four hidden MTJ layers on MNIST, simulated"),
     (("sessions", "list"), "labctl.cmd_sessions", "list recorded sessions"),

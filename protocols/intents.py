@@ -8,7 +8,7 @@ A plan is a generator that yields intents and receives each one's result::
         return something
 
 Plans know nothing of buses or drivers, so they can be unit-tested by sending them
-hand-made results. Units: A, V.
+hand-made results. Units: A, V, s.
 """
 
 from __future__ import annotations
@@ -71,6 +71,34 @@ class SweepResult:
         return ~(self.compliance | self.overrange)
 
 
+DEVICES = ("A", "B")
+
+
+@dataclass(frozen=True)
+class Pulse:
+    """A programming pulse of ``amplitude_v`` (V) for ``width_s`` (s) on one device of a pair.
+
+    ``device`` is "A" or "B". The pulse moves the device's non-volatile tuning state when
+    its |amplitude| exceeds the device's programming threshold; the safety envelope refuses
+    amplitudes beyond the pair's voltage limit. The engine answers None once it is applied.
+    """
+
+    pair: int
+    device: str
+    amplitude_v: float
+    width_s: float
+    label: str = ""
+
+    def __post_init__(self):
+        device = str(self.device).upper()
+        if device not in DEVICES:
+            raise ValueError(f"pulse on pair {self.pair}: device must be A or B, got "
+                             f"{self.device!r}")
+        object.__setattr__(self, "device", device)
+        object.__setattr__(self, "amplitude_v", float(self.amplitude_v))
+        object.__setattr__(self, "width_s", float(self.width_s))
+
+
 @dataclass(frozen=True)
 class Checkpoint:
     """A point where the plan's state is worth recording (e.g. the end of an epoch)."""
@@ -79,7 +107,7 @@ class Checkpoint:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-Intent = Sweep | Checkpoint
+Intent = Sweep | Pulse | Checkpoint
 Plan = Generator[Intent, Any, Any]
 
 

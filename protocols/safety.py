@@ -3,7 +3,9 @@
 Limits come from the station file (per pair, per device): no source level beyond
 ``max_current_a``, the SMUs' voltage compliance at ``compliance_v``, and no step of the
 source level larger than ``ramp_step_a``: every list is padded with ramp points to and
-from zero, and between any two levels further apart than a step. Units: A, V.
+from zero, and between any two levels further apart than a step. ``compliance_v`` is the
+station's guard against barrier breakdown, so it also bounds the |amplitude| of a
+programming pulse. Units: A, V, s.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from labctl.station_file import Limits, StationConfig
-from protocols.intents import Sweep
+from protocols.intents import Pulse, Sweep
 
 MAX_LIST_POINTS = 2500  # the 2400's source list memory
 
@@ -31,6 +33,9 @@ class SafetyEnvelope:
 
     def check(self, intent) -> None:
         """Raise :class:`SafetyViolation` if ``intent`` leaves the envelope."""
+        if isinstance(intent, Pulse):
+            self._check_pulse(intent)
+            return
         if not isinstance(intent, Sweep):
             return
         if intent.pair not in self.config.pairs:
@@ -48,6 +53,23 @@ class SafetyEnvelope:
                     f"pair {intent.pair} device {device}: |I| = {worst:.6g} A exceeds the "
                     f"limit max_current_a = {lim.max_current_a:.6g} A"
                 )
+
+    def _check_pulse(self, pulse: Pulse) -> None:
+        where = f"pulse on pair {pulse.pair} device {pulse.device}"
+        if pulse.pair not in self.config.pairs:
+            raise SafetyViolation(
+                f"{where}: the station ({self.config.source}) does not wire pair {pulse.pair}"
+            )
+        if not (np.isfinite(pulse.amplitude_v) and np.isfinite(pulse.width_s)):
+            raise SafetyViolation(f"{where}: non-finite amplitude or width")
+        if pulse.width_s <= 0:
+            raise SafetyViolation(f"{where}: width {pulse.width_s:.6g} s is not positive")
+        limit = self.limits(pulse.pair).compliance_v
+        if abs(pulse.amplitude_v) > limit * (1 + 1e-12):
+            raise SafetyViolation(
+                f"{where}: |amplitude| = {abs(pulse.amplitude_v):.6g} V exceeds the limit "
+                f"compliance_v = {limit:.6g} V (the station's breakdown guard)"
+            )
 
     def ramped(self, pair: int, levels_a: np.ndarray, levels_b: np.ndarray):
         """Pad two lists of levels with ramp points; returns (a, b, mask of real points).

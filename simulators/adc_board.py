@@ -3,7 +3,8 @@
 The board reads ``world.differential(channel)``: input 1 is V(bus B) - V(bus A), input 2
 is open. A reading is amplified by the gain, gets the ADC's noise (input-referred, so it is
 amplified too), is clipped at the ADC's +-10 V full scale and is divided back by the gain,
-so every value on the wire is input-referred (V). Units: V, s, S/s.
+so every value on the wire is input-referred (V). Its pulse generator applies programming
+pulses to the device on bus A or B (``world.program``). Units: V, s, S/s.
 
 The fixed command set is parsed here directly (no SCPI tree): header and one optional
 argument separated by whitespace, headers case-insensitive.
@@ -26,6 +27,9 @@ RATE_RANGE = (10.0, 100_000.0)  # S/s
 AVER_RANGE = (1, 1024)
 COUNT_RANGE = (1, 10_000)
 CHANNELS = (1, 2)
+PULSE_BUSES = ("A", "B")
+PULSE_AMPLITUDE_V = 1.5  # the pulse generator's +- range
+PULSE_WIDTH_RANGE_S = (1e-7, 1e-3)
 RECORD = struct.Struct("<Qdb")  # timestamp (us), input-referred V, status
 STATUS_OVERRANGE = 1
 ERROR_QUEUE_DEPTH = 10
@@ -117,6 +121,8 @@ class SimAdcBoard:
             self.count = 1
             self.state = IDLE
             self.samples: list[Sample] = []
+            self.pulses = 0
+            self._pulse_width_s = 0.0
             self._t0 = self.world.clock.now()
 
     def _disarm(self) -> None:
@@ -189,10 +195,14 @@ class SimAdcBoard:
             except _CommandError as err:
                 self._push_error(err.code)
                 return None
+            # Read under the lock: the pty and the socket endpoint share this board.
+            pulse_s = self._pulse_width_s if header == "PROG:PULS" else 0.0
         if header == "MEAS?":
             # The integration takes time; spend it without holding the world lock so the
             # other instruments keep running (matters when time_scale > 0).
             self.world.clock.spend(self.integration_s)
+        elif pulse_s:
+            self.world.clock.spend(pulse_s)
         return reply
 
     def _dispatch(self, header: str, arg: str) -> str | None:
@@ -205,6 +215,7 @@ class SimAdcBoard:
             "CHAN?": lambda: str(self.channel),
             "ACQ:COUN?": lambda: str(self.count),
             "ACQ:STAT?": lambda: f"{self.state},{len(self.samples)}",
+            "PROG:COUN?": lambda: str(self.pulses),
             "MEAS?": self._measure,
         }
         actions = {"*RST": self._reset, "*CLS": self._errors.clear, "ACQ:ARM": self._arm,
@@ -220,6 +231,9 @@ class SimAdcBoard:
             return None
         if header in setters:
             setters[header](_parse_number(arg))
+            return None
+        if header == "PROG:PULS":
+            self._pulse(arg)
             return None
         raise _CommandError(-113)
 
@@ -265,6 +279,24 @@ class SimAdcBoard:
         self._subscription = self.world.subscribe_trigger(
             self.trigger_line, self._on_trigger, order=10
         )
+
+    def _pulse(self, arg: str) -> None:
+        """``PROG:PULS <A|B>,<amplitude V>,<width s>``: every check before the pulse fires."""
+        fields = [f.strip() for f in arg.split(",")] if arg else []
+        if len(fields) != 3 or not fields[0]:
+            raise _CommandError(-104)
+        bus = fields[0].upper()
+        amplitude, width = _parse_number(fields[1]), _parse_number(fields[2])
+        if bus not in PULSE_BUSES or abs(amplitude) > PULSE_AMPLITUDE_V:
+            raise _CommandError(-222)
+        if not PULSE_WIDTH_RANGE_S[0] <= width <= PULSE_WIDTH_RANGE_S[1]:
+            raise _CommandError(-222)
+        if self.state == ARMED:
+            # The pulse would land on the buses in the middle of the acquisition's samples.
+            raise _CommandError(-221)
+        self.world.program(bus, amplitude, width)
+        self.pulses += 1
+        self._pulse_width_s = width
 
     def _abort(self) -> None:
         if self.state == ARMED:

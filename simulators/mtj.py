@@ -227,6 +227,10 @@ class DeviceBank:
         self.tuning_scale[index] = scale
         self._scalar.clear()
 
+    def tuning_state(self, index) -> tuple[float | np.ndarray, float | np.ndarray]:
+        """(I_off shift in A, I_w scale) of the devices at ``index``: copies, not views."""
+        return np.copy(self.tuning_shift[index])[()], np.copy(self.tuning_scale[index])[()]
+
     def device(self, pair: int, dev: int) -> tuple[float, ...]:
         """(r_p, tmr0, v_h, i_off, i_w, v_breakdown) of one device as floats, tuning applied."""
         key = (pair, dev)

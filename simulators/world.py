@@ -25,6 +25,13 @@ BUSES = ("A", "B")
 _CHANNEL = re.compile(r"^1([AB])(\d\d)$")
 _INVERSION_SPAN_A = 20e-3  # current search range for compliance and parallel devices
 
+# Programming pulses (see StationWorld.program).
+PROGRAM_THRESHOLD_V = 0.35  # |V| below which a pulse leaves the tuning state alone
+PROGRAM_K_A_PER_V = 20e-6  # I_off shift per volt above threshold, for a 1 us pulse
+PROGRAM_WIDTH_REF_S = 1e-6
+PROGRAM_SHIFT_LIMIT_A = 40e-6  # the tuning shift saturates at +-this in total
+PROGRAM_SPREAD = 0.1  # relative sigma of one pulse's shift (0 on the "ideal" preset)
+
 
 @dataclass(frozen=True)
 class SimSettings:
@@ -117,6 +124,9 @@ class StationWorld:
         self.in_contact = False
         self.closed: set[str] = set()
         self.buses = {b: BusState() for b in BUSES}
+        # Pulse-to-pulse spread of programming; an ideal population programs exactly.
+        ideal = self.variability.spread == 0 and self.variability.mismatch == 0
+        self.program_spread = 0.0 if ideal else PROGRAM_SPREAD
         self._subscribers: dict[int, list[_Subscriber]] = {}
         self._next_handle = 0
 
@@ -267,6 +277,50 @@ class StationWorld:
             else:
                 lo = mid
         return 0.5 * (lo + hi)
+
+    # -- programming -----------------------------------------------------------------
+    def program(self, bus: str, amplitude_v: float, width_s: float) -> list[tuple[int, int]]:
+        """A programming pulse of ``amplitude_v`` (V) for ``width_s`` (s) on ``bus``.
+
+        Every device connected to the bus (none while separated: then nothing happens) sees
+        the pulse's voltage. Like any bias, |amplitude| and the current the device draws at
+        it go into the maximum-bias record, and a pulse beyond the device's breakdown
+        voltage destroys it (a destroyed device is not programmed any more). Above the
+        programming threshold V_th = 0.35 V the pulse moves the device's non-volatile I_off
+        shift by
+
+            dI = k * sign(V) * (|V| - V_th) * sqrt(width / 1 us),   k = 20 uA/V,
+
+        times (1 + s * N(0, 1)) with s = ``program_spread`` (0.1; 0 on the ideal preset,
+        drawn from ``rng``), and the total shift is clamped to +-40 uA. Below the threshold
+        the tuning state is left as it is. The pulse's own duration is not spent here (the
+        instrument does that, outside the lock). Returns the (pair, device) indices pulsed.
+        """
+        with self.lock:
+            devices = self.connected(bus)
+            chip = self.chip
+            for pair, dev in devices:
+                idx = (np.array([pair]), np.array([dev]))
+                current = float(self._device_currents(idx, amplitude_v)[0])
+                chip.bias_one(pair, dev, current, amplitude_v)
+                excess = abs(amplitude_v) - PROGRAM_THRESHOLD_V
+                if chip.destroyed[pair, dev] or excess <= 0:
+                    continue
+                step = (
+                    PROGRAM_K_A_PER_V
+                    * float(np.sign(amplitude_v))
+                    * excess
+                    * np.sqrt(width_s / PROGRAM_WIDTH_REF_S)
+                )
+                if self.program_spread:
+                    step *= 1.0 + self.program_spread * float(self.rng.standard_normal())
+                shift, scale = chip.tuning_state((pair, dev))
+                shift = float(np.clip(shift + step, -PROGRAM_SHIFT_LIMIT_A, PROGRAM_SHIFT_LIMIT_A))
+                chip.tune((pair, dev), shift, float(scale))
+            if devices:
+                # The sources now see the re-tuned (or destroyed) devices.
+                self._redrive()
+            return devices
 
     # -- noise -----------------------------------------------------------------------
     def smu_noise(self, nplc: float) -> float:
