@@ -280,6 +280,9 @@ class TransportMixin:
         # Set after a timeout: a late reply may still arrive and must not be taken as
         # the reply to the next query.
         self._stale = False
+        # Set when a wait for a reply was cut short (timeout, Ctrl-C, SIGTERM): the reply
+        # may arrive any time later, so the next command goes out on a fresh link.
+        self._out_of_step = False
         self.reconnects = 0
 
     # -- timeouts ------------------------------------------------------------------------
@@ -346,7 +349,7 @@ class TransportMixin:
         with self.lock:
             with contextlib.suppress(Exception):
                 self._close_link()
-            self._stale = False
+            self._stale = self._out_of_step = False
             try:
                 self._open_link()
             except InstrumentConnectionError as exc:
@@ -356,6 +359,12 @@ class TransportMixin:
             self.reconnects += 1
 
     def _guarded_send(self, send: Any, payload: Any) -> None:
+        if self._out_of_step:
+            self._out_of_step = False
+            try:
+                self.reconnect()
+            except InstrumentConnectionError:
+                pass  # a link that cannot reopen: fall back to discarding what is waiting
         if self._stale:
             self._stale = False
             with contextlib.suppress(Exception):
@@ -379,8 +388,11 @@ class TransportMixin:
     def _guarded_recv(self, recv: Any, *args: Any) -> Any:
         try:
             return recv(*args)
+        except (KeyboardInterrupt, SystemExit):
+            self._stale = self._out_of_step = True
+            raise
         except InstrumentTimeout:
-            self._stale = True
+            self._stale = self._out_of_step = True
             if self._link_dropped():
                 self._reopen_after_loss()
                 raise InstrumentConnectionError(

@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         return args._run(args)
     except KeyboardInterrupt as exc:
         print(
-            f"labctl: interrupted ({exc or 'Ctrl-C'}); outputs are off, the session is kept",
+            f"labctl: interrupted ({exc or 'Ctrl-C'}); the session is kept",
             file=sys.stderr,
         )
         return 130

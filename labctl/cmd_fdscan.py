@@ -14,7 +14,7 @@ import argparse
 import numpy as np
 
 from labctl import plots
-from labctl.lifecycle import add_station_arguments, instrument_session
+from labctl.lifecycle import add_station_arguments, instrument_session, station_config
 from protocols.engine import Engine
 from protocols.finite_difference import calibrate, fd_batch, iv_sweep, optimal_step
 
@@ -56,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     if any(s <= 0 for s in steps):
         raise ValueError(f"--steps must all be positive, got {args.steps!r}")
+    station_config(args).pair(args.pair)  # a bad pair: refused before any instrument I/O
     config = {
         "command": "fd-scan",
         "pair": args.pair,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from labctl import plots
-from labctl.lifecycle import add_station_arguments, instrument_session
+from labctl.lifecycle import add_station_arguments, instrument_session, station_config
 from protocols.engine import Engine
 from protocols.finite_difference import iv_sweep
 
@@ -34,6 +34,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.points < 2:
         raise ValueError(f"--points must be at least 2, got {args.points}")
+    limits = station_config(args).pair(args.pair).limits  # a bad pair: refused before any I/O
+    if args.i_max is not None and not 0 < args.i_max <= limits.max_current_a:
+        raise ValueError(
+            f"--i-max {args.i_max} A: must be positive and within pair {args.pair}'s "
+            f"max_current_a = {limits.max_current_a} A"
+        )
     config = {
         "command": "iv",
         "pair": args.pair,

@@ -27,11 +27,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--out", type=Path, help="where the replay's plots go (default: SESSION/replay)"
     )
     parser.add_argument("--json", action="store_true", help="print a JSON summary only")
+    parser.add_argument(
+        "--wire",
+        action="store_true",
+        help="re-run the session's command against its recorded wire logs and compare "
+        "every message (any command; --out: where the replayed session goes, "
+        "default SESSION/wire-replay)",
+    )
 
 
 def replay_training(session: Session) -> dict:
     """Replay a training session; returns what matched, what was replayed, and the timing."""
     recorded = RecordedRun(session)
+    if not recorded.epochs:
+        raise RecordError(f"{session.path}: no epoch was recorded; nothing to replay")
     settings = recorded.settings
     sink = NullSink()
     t0 = time.perf_counter()
@@ -76,6 +85,10 @@ def _recorded_duration(session: Session) -> float | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.wire:
+        from labctl.wire_replay import run as run_wire
+
+        return run_wire(args)
     session = Session.open(args.session)
     command = session.start.get("plan_name", "")
     if command != "train iris":

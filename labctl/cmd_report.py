@@ -79,6 +79,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if "epoch" in session.descriptors:
         run_ = RecordedRun(session)
+        if not run_.epochs:
+            raise RecordError(f"{args.session}: no epoch was recorded; nothing to plot")
         by_fold: dict[int, dict[str, list]] = {}
         for (fold, _), row in sorted(run_.epochs.items()):
             h = by_fold.setdefault(

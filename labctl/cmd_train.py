@@ -12,6 +12,7 @@ import argparse
 import contextlib
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,10 +21,12 @@ from labctl import plots
 from labctl.iris_session import RecordedRun, RecordSink, ReplaySource
 from labctl.lifecycle import add_station_arguments, instrument_session, station_config
 from labctl.neurons import GRAD_MODES, ModelNeurons
-from labctl.records import Session, SessionWriter, terminate_as_interrupt
+from labctl.records import RecordError, Session, SessionWriter, terminate_as_interrupt
+from labctl.station_file import parse_station
 from labctl.station_neurons import StationNeurons
 from labctl.train_iris import BACKENDS, IrisSettings, summarise, train_folds
 from protocols.engine import Engine
+from simulators.world import SimSettings
 
 DEFAULTS = IrisSettings()
 
@@ -224,8 +227,7 @@ def _resume(args) -> int:
         )
     recorded = RecordedRun(session)
     settings = recorded.settings
-    args.seed = settings.seed
-    config = station_config(args)
+    config = recorded_station(session)
     on_station = settings.backend == "station"
     with terminate_as_interrupt(), _station_for(config, on_station) as station:
         writer = SessionWriter.reopen(args.resume)
@@ -251,10 +253,25 @@ def _resume(args) -> int:
             finally:
                 if station is not None:
                     station.safe_shutdown()
-            summary = summarise(sorted(results, key=lambda r: r.fold))
+            summary = summarise(sorted(results, key=lambda r: r.fold)) | {"grad": settings.grad}
             writer.stop("success", summary=summary)
     _print_summary(args, {settings.grad: summary | {"session": args.resume.name}})
     return 0
+
+
+def recorded_station(session: Session):
+    """The station a session ran on: its recorded station file and simulation settings."""
+    start = session.start
+    text = start.get("station_file")
+    if not text:
+        raise RecordError(f"{session.path}: the start document holds no station file")
+    config = parse_station(text, f"{session.path} (recorded station file)")
+    sim = start.get("config", {}).get("station", {}).get("simulation")
+    if sim and config.simulation is not None:
+        config = replace(
+            config, simulation=SimSettings(**(sim | {"die_grid": tuple(sim["die_grid"])}))
+        )
+    return config
 
 
 @contextlib.contextmanager

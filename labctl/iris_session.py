@@ -52,30 +52,28 @@ class RecordSink:
     ):
         self.writer = writer
         self.recorded = recorded or set()
-        if streams:
-            self.epoch_stream, self.fold_stream = streams["epoch"], streams["fold"]
-        else:
-            self.epoch_stream = writer.descriptor(
-                "epoch",
-                {
-                    "fold": _key("integer"),
-                    "epoch": _key("integer"),
-                    **{m: _key() for m in METRICS},
-                    "weights": _key("array", [None], external=True),
-                    "measurements": _key("array", [None, None, None, 3], external=True),
-                },
-            )
-            self.fold_stream = writer.descriptor(
-                "fold",
-                {
-                    "fold": _key("integer"),
-                    "val_acc": _key(),
-                    "tanh_val_acc": _key(),
-                    "epochs": _key("integer"),
-                    "best_epoch": _key("integer"),
-                    "final_weights": _key("array", [None], external=True),
-                },
-            )
+        streams = streams or {}  # a resumed session's existing streams, by name
+        self.epoch_stream = streams.get("epoch") or writer.descriptor(
+            "epoch",
+            {
+                "fold": _key("integer"),
+                "epoch": _key("integer"),
+                **{m: _key() for m in METRICS},
+                "weights": _key("array", [None], external=True),
+                "measurements": _key("array", [None, None, None, 3], external=True),
+            },
+        )
+        self.fold_stream = streams.get("fold") or writer.descriptor(
+            "fold",
+            {
+                "fold": _key("integer"),
+                "val_acc": _key(),
+                "tanh_val_acc": _key(),
+                "epochs": _key("integer"),
+                "best_epoch": _key("integer"),
+                "final_weights": _key("array", [None], external=True),
+            },
+        )
 
     def epoch(self, fold: int, row: dict, weights, measurements) -> None:
         if (fold, row["epoch"]) in self.recorded:
@@ -130,8 +128,12 @@ class RecordedRun:
             )
         self.settings = IrisSettings(**config["settings"])
         self.max_current_a = float(config["max_current_a"])
-        self.epochs = {(e["fold"], e["epoch"]): e for e in session.events("epoch")}
-        self.folds = {e["fold"]: e for e in session.events("fold")}
+
+        def events(stream: str) -> list[dict]:  # a run killed early may lack a stream
+            return session.events(stream) if stream in session.descriptors else []
+
+        self.epochs = {(e["fold"], e["epoch"]): e for e in events("epoch")}
+        self.folds = {e["fold"]: e for e in events("fold")}
 
     def measurements(self, fold: int, epoch: int) -> np.ndarray:
         return self.session.load_array(self.epochs[(fold, epoch)]["measurements"])

@@ -5,15 +5,23 @@ instrument's transport (with a wire log when a session directory is given), chec
 `*IDN?` against the configured identity, and returns a :class:`Station`. Leaving its
 ``with`` block, normally or by an exception, Ctrl-C or SIGTERM, ramps every SMU to zero,
 turns every output off and opens the switch matrix (:meth:`Station.safe_shutdown`).
+With an adapter factory (an argument, or :func:`adapters_from` around the caller, which is
+how ``labctl replay --wire`` reaches the stations a command opens) no simulator is started
+and each instrument's adapter comes from the factory instead of its resource.
 Units: A, V, s.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
+import time
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +35,23 @@ from labctl.records import wire_log_path
 from labctl.station_file import InstrumentConfig, StationConfig
 
 log = logging.getLogger(__name__)
+
+#: Makes an instrument's adapter from its configuration and the wire log the station keeps
+#: for it, in place of opening ``config.resource``.
+AdapterFactory = Callable[[InstrumentConfig, WireLog], Any]
+_ADAPTER_FACTORY: ContextVar[AdapterFactory | None] = ContextVar("adapter_factory", default=None)
+
+
+@contextlib.contextmanager
+def adapters_from(factory: AdapterFactory) -> Iterator[None]:
+    """Within the block, :func:`open_station` calls without a factory of their own use
+    ``factory`` (a context variable: it does not reach stations opened in other threads)."""
+    token = _ADAPTER_FACTORY.set(factory)
+    try:
+        yield
+    finally:
+        _ADAPTER_FACTORY.reset(token)
+
 
 DRIVER_CLASSES = {
     "keithley2400": Keithley2400,
@@ -66,6 +91,9 @@ class Station:
         self.switch = instruments[r["switch"]]
         self.prober = instruments[r["prober"]] if "prober" in r else None
         self._sources_on = False
+        # Until when (time.monotonic()) a sweep may still be running in the SMUs: the
+        # shutdown after an interrupt must wait that long for their answers.
+        self._busy_until = 0.0
 
     @property
     def world(self):
@@ -130,9 +158,15 @@ class Station:
         self.smu_b.configure_list_slave(levels_b)
         self.adc.arm(n)
         self.smu_a.configure_list_master(levels_a)
-        ra = self.smu_a.run_list_sweep()
+        wait_s = self._timeout_s("smu_a") + sweep_duration_bound(n, nplc)
+        self._busy_until = time.monotonic() + wait_s
+        ra = self.smu_a.run_list_sweep(timeout_s=wait_s)
+        self._busy_until = 0.0
         rb = self.smu_b.run_list_sweep()
         samples = self.adc.read_samples()
+        # A batch ends with empty error queues, or with the instruments' own error texts.
+        for inst in (self.smu_a, self.smu_b, self.adc):
+            inst.check_errors_raise()
         if len(ra) != n or len(rb) != n or len(samples) != n:
             raise InstrumentError(
                 f"list sweep of {n} points returned {len(ra)} readings from SMU A, "
@@ -175,11 +209,14 @@ class Station:
         SMU sourcing.
         """
         problems = []
+        step = min(p.limits.ramp_step_a for p in self.config.pairs.values())
         for role in ("smu_a", "smu_b"):
             smu = getattr(self, role)
-            step = min(p.limits.ramp_step_a for p in self.config.pairs.values())
+            # An interrupted sweep keeps the SMU busy until it ends: wait that long too.
+            wait_s = self._timeout_s(role) + max(0.0, self._busy_until - time.monotonic())
             try:
-                smu.shutdown(ramp_step_a=step)
+                with smu.adapter.timeout_scope(wait_s):
+                    smu.shutdown(ramp_step_a=step)
             except Exception as exc:  # noqa: BLE001 - shutdown must go on
                 problems.append(f"{role}: {exc}")
         try:
@@ -187,8 +224,12 @@ class Station:
         except Exception as exc:  # noqa: BLE001
             problems.append(f"switch: {exc}")
         for p in problems:
-            log.error("safe shutdown: %s", p)
+            log.error("safe shutdown failed, AN OUTPUT MAY STILL BE ON: %s", p)
+        self._busy_until = 0.0
         return problems
+
+    def _timeout_s(self, role: str) -> float:
+        return self.config.instruments[self.config.roles[role]].timeout_s
 
     def close(self) -> None:
         try:
@@ -227,27 +268,33 @@ def _settings(driver: str, inst) -> dict:
     return out
 
 
-def _open_one(cfg: InstrumentConfig, wire_log: WireLog):
-    adapter = open_adapter(
-        cfg.resource,
-        timeout_s=cfg.timeout_s,
-        wire_log=wire_log,
-        baud_rate=cfg.baud_rate,
-        name=cfg.name,
-    )
+def _open_one(cfg: InstrumentConfig, wire_log: WireLog, factory: AdapterFactory | None):
+    if factory is not None:
+        adapter = factory(cfg, wire_log)
+    else:
+        adapter = open_adapter(
+            cfg.resource,
+            timeout_s=cfg.timeout_s,
+            wire_log=wire_log,
+            baud_rate=cfg.baud_rate,
+            name=cfg.name,
+        )
     inst = DRIVER_CLASSES[cfg.driver](adapter, name=cfg.name)
     identity = verify_identity(inst, cfg.identity)
     return inst, identity
 
 
-def open_station(config: StationConfig) -> Station:
+def open_station(config: StationConfig, adapter_factory: AdapterFactory | None = None) -> Station:
     """Open every instrument of ``config`` (starting the simulator if it is simulated).
 
     Each instrument's traffic is logged from its first byte; the logs stay in memory until
-    :meth:`Station.attach_wire_logs` gives them a session.
+    :meth:`Station.attach_wire_logs` gives them a session. ``adapter_factory`` (default: the
+    one :func:`adapters_from` set, if any) makes each adapter as
+    ``adapter_factory(instrument_config, wire_log)``; then no simulator is started.
     """
+    factory = adapter_factory or _ADAPTER_FACTORY.get()
     simulator = None
-    if config.simulation is not None:
+    if config.simulation is not None and factory is None:
         from simulators.station import SimulatedStation
 
         simulator = SimulatedStation(config.simulation).start()
@@ -268,7 +315,7 @@ def open_station(config: StationConfig) -> Station:
     logs = {name: WireLog(durable=True) for name in config.instruments}
     try:
         for name, cfg in config.instruments.items():
-            opened[name], identities[name] = _open_one(cfg, logs[name])
+            opened[name], identities[name] = _open_one(cfg, logs[name], factory)
     except BaseException:
         for inst in opened.values():
             try:
@@ -279,6 +326,11 @@ def open_station(config: StationConfig) -> Station:
             simulator.stop()
         raise
     return Station(config, opened, simulator, identities, logs)
+
+
+def sweep_duration_bound(points: int, nplc: float) -> float:
+    """Upper bound (s) of a list sweep's duration on a 2400 at 50 Hz mains, margin included."""
+    return 2.0 * points * (nplc / 50.0 + 2e-3)
 
 
 def current_grid(i_max: float, points: int) -> np.ndarray:

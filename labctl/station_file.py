@@ -357,6 +357,7 @@ def parse_station(text: str, source: str) -> StationConfig:
                 "line_frequency",
                 "smu_noise_v",
                 "adc_noise_v",
+                "drift_a_per_sqrt_s",
             },
             where,
         )
@@ -382,8 +383,10 @@ def parse_station(text: str, source: str) -> StationConfig:
             die_grid=(grid[0], grid[1]),
             time_scale=c.number(s, "time_scale", where, 0.0, minimum=0.0),
             line_frequency=c.number(s, "line_frequency", where, 60.0, positive=True),
-            smu_noise_v=s.get("smu_noise_v"),
-            adc_noise_v=s.get("adc_noise_v"),
+            **{
+                key: c.number(s, key, where, minimum=0.0) if key in s else None
+                for key in ("smu_noise_v", "adc_noise_v", "drift_a_per_sqrt_s")
+            },
         )
         too_far = [k for k in pairs if k > sim.n_pairs]
         if too_far:

@@ -221,7 +221,7 @@ class DeviceBank:
 
     def tune(self, index, shift_a: float = 0.0, scale: float = 1.0) -> None:
         """Set the non-volatile tuning state of the devices at ``index``."""
-        if scale <= 0:
+        if np.any(np.asarray(scale) <= 0):
             raise ValueError(f"tuning scale must be positive, got {scale}")
         self.tuning_shift[index] = shift_a
         self.tuning_scale[index] = scale

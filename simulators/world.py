@@ -49,6 +49,7 @@ class SimSettings:
     time_scale: float = 0.0
     line_frequency: float = 60.0
     smu_noise_v: float | None = None
+    drift_a_per_sqrt_s: float | None = None
     adc_noise_v: float | None = None
 
     def variability_model(self) -> Variability:
@@ -59,6 +60,8 @@ class SimSettings:
             v,
             smu_noise_v=v.smu_noise_v if self.smu_noise_v is None else self.smu_noise_v,
             adc_noise_v=v.adc_noise_v if self.adc_noise_v is None else self.adc_noise_v,
+            drift_a_per_sqrt_s=(v.drift_a_per_sqrt_s if self.drift_a_per_sqrt_s is None
+                                else self.drift_a_per_sqrt_s),
         )
 
 
@@ -113,6 +116,8 @@ class StationWorld:
         self.lock = threading.RLock()
         self.clock = SimClock(self.settings.time_scale)
         self.rng = np.random.default_rng(self.settings.seed)
+        self._drift_rng = np.random.default_rng([self.settings.seed, 2])
+        self._drift_t = 0.0
         cols, rows = self.settings.die_grid
         die_rng = np.random.default_rng([self.settings.seed, 1])
         self.dies: dict[tuple[int, int], DeviceBank] = {
@@ -192,10 +197,22 @@ class StationWorld:
         device connected the bus sits at the compliance voltage and carries no current.
         """
         with self.lock:
+            self._drift()
             state = self.buses[bus]
             state.on, state.set_current, state.compliance_v = True, current, abs(compliance_v)
             self._drive_bus(bus)
             return state
+
+    def _drift(self) -> None:
+        """Random walk of every device's I_off over the instrument time elapsed (A/sqrt(s))."""
+        sigma = self.variability.drift_a_per_sqrt_s
+        now = self.clock.now()
+        dt, self._drift_t = now - self._drift_t, now
+        if sigma <= 0 or dt <= 0:
+            return
+        for bank in self.dies.values():
+            bank.tune(slice(None), bank.tuning_shift + self._drift_rng.normal(
+                0.0, sigma * np.sqrt(dt), bank.shape), bank.tuning_scale)
 
     def release(self, bus: str) -> None:
         """Turn the source on ``bus`` off: the bus sits at 0 V and carries no current."""

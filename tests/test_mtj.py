@@ -82,3 +82,23 @@ def test_breakdown_destroys_and_is_recorded():
     assert bank.max_abs_v[0, 0] > 1.0 and bank.max_abs_i[0, 0] == pytest.approx(1e-3)
     assert v == pytest.approx(1e-3 * SHORT_RESISTANCE)
     assert bank.bias((0, 0), 50e-6) == pytest.approx(50e-6 * SHORT_RESISTANCE)
+
+
+def test_drift_is_a_seeded_random_walk_in_instrument_time():
+    from simulators.world import SimSettings, StationWorld
+
+    def run(drift):
+        w = StationWorld(SimSettings(seed=3, drift_a_per_sqrt_s=drift))
+        w.set_contact(True)
+        w.set_closed({"1A01"})
+        v0 = w.drive("A", 40e-6, 0.8).voltage
+        w.clock.spend(100.0)
+        return v0, w.drive("A", 40e-6, 0.8).voltage, w.chip.tuning_shift.copy()
+
+    still = run(0.0)
+    assert still[0] == still[1] and not still[2].any()
+    a, b = run(1e-7), run(1e-7)
+    np.testing.assert_array_equal(a[2], b[2])  # same seed, same walk
+    # 100 s at 0.1 uA/sqrt(s): about 1 uA rms of I_off, a visible change of V_A at 40 uA
+    assert 0.3e-6 < np.std(a[2]) < 3e-6
+    assert a[1] != a[0]

@@ -1,0 +1,345 @@
+"""Interruption safety with real processes and signals.
+
+``python -m simulators.serve`` serves the station in one process; ``python -m labctl.cli
+iv`` runs a long list sweep against it (a station file pointing at the served resources)
+and gets SIGINT or SIGTERM in the middle of the sweep. Afterwards the instruments are asked
+over their own sockets whether every output is off and the switch matrix open, the session
+must list as ``abort``, and every level the labctl process ever sent an SMU (its wire logs)
+must be within the limits and ramped. The in-process tests at the end interrupt a list
+sweep with SIGINT where the simulated world (and its maximum-bias record) can be seen.
+
+Time: the served station runs at TIME_SCALE, so the 2001-point sweep at 1 NPLC (34 s of
+instrument time) takes SWEEP_S of wall time, or up to ~1.5 times that: the simulator sleeps
+per point and every sleep overshoots a little. The simulated 2400 reads the :ABOR that
+the interrupted labctl sends only once the :READ? it is running is done, so the rest of
+the sweep bounds how fast labctl can exit. Units: A, V, s.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from instruments.transport import WireLog
+from labctl.records import list_sessions
+from labctl.station import open_station
+from labctl.station_file import load_station
+from protocols.engine import Engine
+from protocols.intents import Sweep
+
+REPO = Path(__file__).resolve().parents[1]
+VISA_SOCKET = re.compile(r"^TCPIP::127\.0\.0\.1::(\d+)::SOCKET$")
+TIME_SCALE = 0.1
+POINTS = 2001
+# 2001 points + 7 ramp points, each 1 NPLC at 60 Hz + 0.25 ms of the simulated 2400.
+SWEEP_S = (POINTS + 7) * (1 / 60 + 0.25e-3) * TIME_SCALE  # ~3.4 s
+MAX_CURRENT_A = 80e-6
+COMPLIANCE_V = 0.7
+RAMP_STEP_A = 20e-6  # the default: the station file below does not set it
+GETCLOSE = 'print(channel.getclose("allslots"))'
+
+
+# -- helpers -----------------------------------------------------------------------------
+_LEVEL = re.compile(
+    r":?SOUR(?:CE)?:CURR(?:ENT)?(?::LEV(?:EL)?)?(?::IMM(?:EDIATE)?)?(?::AMPL(?:ITUDE)?)?"
+    r"\s+(\S+)",
+    re.IGNORECASE,
+)
+_LIST = re.compile(r":?SOUR(?:CE)?:LIST:CURR(?:ENT)?(?::APP(?:END)?)?\s+(.+)", re.IGNORECASE)
+
+
+def source_levels(entries: list[dict]) -> list[float]:
+    """Every current level written to an SMU (fixed levels and list points), in order."""
+    levels: list[float] = []
+    for entry in entries:
+        for command in entry.get("w", "").split(";"):
+            command = command.strip()
+            if m := _LIST.fullmatch(command):
+                levels.extend(float(v) for v in m.group(1).split(","))
+            elif m := _LEVEL.fullmatch(command):
+                levels.append(float(m.group(1)))
+    return levels
+
+
+def assert_ramped(levels: list[float], max_current_a: float, ramp_step_a: float) -> None:
+    """Levels start at 0 A, stay within +-max_current_a, end at 0 A, and no step (from
+    the output's 0 A before the first one) exceeds ramp_step_a."""
+    assert levels, "no source level was ever sent"
+    assert levels[0] == 0.0 and levels[-1] == 0.0, (levels[:3], levels[-3:])
+    lv = np.array([0.0, *levels])
+    assert np.max(np.abs(lv)) <= max_current_a * (1 + 1e-9), np.max(np.abs(lv))
+    steps = np.abs(np.diff(lv))
+    assert steps.max() <= ramp_step_a + 1e-10, (steps.max(), int(np.argmax(steps)))
+
+
+def tcp_query(resource: str, command: str, timeout: float = 10.0) -> str:
+    """One query over a raw socket named by a VISA SOCKET resource string.
+
+    The simulated 2400 finishes a running sweep before it reads the next command, so a
+    query may wait for the rest of a sweep.
+    """
+    port = int(VISA_SOCKET.match(resource).group(1))
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        stream = sock.makefile("rwb")
+        stream.write(command.encode() + b"\n")
+        stream.flush()
+        return stream.readline().decode().rstrip("\n")
+
+
+@contextlib.contextmanager
+def sigint_not_ignored():
+    """A process started here gets SIGINT's default disposition even if this one ignores
+    it (a background job): only then does Python turn SIGINT into KeyboardInterrupt."""
+    previous = signal.getsignal(signal.SIGINT)
+    if previous == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous == signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def child_env() -> dict[str, str]:
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path}
+
+
+@pytest.fixture
+def served():
+    """``simulators.serve`` in its own process; yields the resources it printed."""
+    with sigint_not_ignored():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "simulators.serve", "--seed", "1",
+             "--time-scale", str(TIME_SCALE)],
+            cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+    try:
+        resources = {}
+        while True:
+            line = proc.stdout.readline()
+            assert line, f"simulators.serve ended early: {proc.stderr.read()}"
+            if line.strip() == "ready":
+                break
+            name, resource = line.split()
+            resources[name] = resource
+        yield resources
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def station_file(path: Path, resources: dict[str, str], adc: str, smu_timeout_s: float = 5.0):
+    """A hardware station file (no [simulation]) naming the served resources."""
+    instruments = {
+        "smu_a": ("keithley2400", resources["smu_a"]),
+        "smu_b": ("keithley2400", resources["smu_b"]),
+        "adc": ("adc_board", resources[adc]),
+        "switch": ("switch_matrix", resources["switch"]),
+        "prober": ("prober", resources["prober"]),
+    }
+    text = '[station]\nname = "served simulator"\n'
+    for name, (driver, resource) in instruments.items():
+        text += f'\n[instruments.{name}]\ndriver = "{driver}"\nresource = "{resource}"\n'
+        if driver == "keithley2400":
+            text += f"timeout_s = {smu_timeout_s}\n"
+    text += "\n[wiring]\n" + "".join(f'{n} = "{n}"\n' for n in instruments) + "n_pairs = 16\n"
+    text += f"\n[limits]\nmax_current_a = {MAX_CURRENT_A}\ncompliance_v = {COMPLIANCE_V}\n"
+    path.write_text(text)
+    assert load_station(path).roles["adc"] == "adc"  # a valid station file
+    return path
+
+
+def start_iv(station: Path, sessions: Path) -> subprocess.Popen:
+    with sigint_not_ignored():
+        return subprocess.Popen(
+            [sys.executable, "-m", "labctl.cli", "iv", "--pair", "2", "--points", str(POINTS),
+             "--station", str(station), "--nplc", "1", "--sessions-dir", str(sessions)],
+            cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+
+
+def wait_for_sweep_start(proc: subprocess.Popen, sessions: Path, timeout: float = 20.0):
+    """Wait until SMU A's list is configured (the :READ? that runs it follows at once).
+
+    The wire log is flushed at every reply; ':TRIG:OLIN' is followed by an error-queue
+    query, so it is on disk as soon as the master is configured.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for log in sessions.glob("*/wire/smu_a.jsonl"):
+            if ":TRIG:OLIN" in log.read_text():
+                return
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            pytest.fail(f"labctl iv ended before its sweep started ({proc.returncode}): {err}")
+        time.sleep(0.02)
+    pytest.fail("labctl iv did not start its sweep in time")
+
+
+def assert_instruments_safe(resources: dict[str, str]) -> None:
+    """Asked over their own sockets: outputs off at 0 A, every switch channel open."""
+    for smu in ("smu_a", "smu_b"):
+        assert tcp_query(resources[smu], ":OUTP?") == "0", smu
+        assert float(tcp_query(resources[smu], ":SOUR:CURR?")) == 0.0, smu
+    assert tcp_query(resources["switch"], GETCLOSE) == "nil"
+
+
+def assert_session_wire_logs_safe(session: Path) -> None:
+    for smu in ("smu_a", "smu_b"):
+        entries = WireLog.load(session / "wire" / f"{smu}.jsonl")
+        assert_ramped(source_levels(entries), MAX_CURRENT_A, RAMP_STEP_A)
+        outputs = [e["w"] for e in entries if e.get("w", "").upper().startswith(":OUTP ")]
+        assert outputs and outputs[-1].upper() == ":OUTP OFF", (smu, outputs[-3:])
+    switch = [e["w"] for e in WireLog.load(session / "wire" / "switch.jsonl") if "w" in e]
+    last_close = max(i for i, w in enumerate(switch) if "close(" in w and "get" not in w)
+    assert any(w == 'channel.open("allslots")' for w in switch[last_close:])
+
+
+# -- signals to a labctl process -------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("stop_signal", "adc", "reason"),
+    [
+        (signal.SIGINT, "adc", "KeyboardInterrupt"),  # the ADC on its pty
+        (signal.SIGTERM, "adc_socket", "SIGTERM"),  # the ADC over socket://
+    ],
+    ids=["SIGINT", "SIGTERM"],
+)
+def test_signal_mid_sweep_leaves_the_station_safe(served, tmp_path, stop_signal, adc, reason):
+    sessions = tmp_path / "sessions"
+    # A reply timeout well beyond the sweep, so that only the signal ends it (see
+    # test_sweep_longer_than_the_reply_timeout for what a shorter one does).
+    station = station_file(tmp_path / "station.toml", served, adc, smu_timeout_s=15.0)
+    proc = start_iv(station, sessions)
+    try:
+        wait_for_sweep_start(proc, sessions)
+        time.sleep(min(1.0, SWEEP_S / 3))  # well inside the sweep
+        sent = time.monotonic()
+        proc.send_signal(stop_signal)
+        out, err = proc.communicate(timeout=SWEEP_S + 10)
+        exit_s = time.monotonic() - sent
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 130, err
+    assert exit_s < 2 * SWEEP_S, exit_s  # the rest of the sweep, then a prompt cleanup
+    assert "interrupted" in err and "MAY STILL BE ON" not in err and "garbled" not in err
+
+    (summary,) = list_sessions(sessions)
+    assert (summary.command, summary.status, summary.reason) == ("iv", "abort", reason)
+    assert summary.n_events == 0  # interrupted before the sweep's readings came back
+    assert not (summary.path / "iv.csv").exists()
+    smu_a = WireLog.load(summary.path / "wire" / "smu_a.jsonl")
+    assert any(e.get("w") == ":READ?" for e in smu_a)  # the sweep had started
+
+    assert_instruments_safe(served)
+    assert_session_wire_logs_safe(summary.path)
+
+
+def test_sweep_longer_than_the_reply_timeout(served, tmp_path):
+    """TIME_SCALE compresses the 34 s sweep of real time to SWEEP_S; timeout_s = 0.5 s is
+    the default 5 s compressed alike. On hardware: any 2001-point sweep at 1 NPLC."""
+    sessions = tmp_path / "sessions"
+    station = station_file(tmp_path / "station.toml", served, "adc_socket", smu_timeout_s=0.5)
+    proc = start_iv(station, sessions)
+    try:
+        out, err = proc.communicate(timeout=SWEEP_S + 20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    try:
+        assert proc.returncode == 0, err
+    finally:
+        assert_instruments_safe(served)
+
+
+# -- SIGINT in-process: the world and its maximum-bias record in view ---------------------------
+IN_PROCESS_POINTS = 1001
+IN_PROCESS_SWEEP_S = (IN_PROCESS_POINTS + 10) * (1 / 60 + 0.25e-3) * TIME_SCALE  # ~1.7 s
+
+
+def interrupt_list_sweep(tmp_path: Path) -> dict:
+    """Run a 1001-point list sweep at +-100 uA on the built-in station and SIGINT this
+    process 0.5 s into it; returns what happened."""
+    config = load_station(None, seed=1, variability="nominal", time_scale=TIME_SCALE)
+    currents = np.linspace(-100e-6, 100e-6, IN_PROCESS_POINTS)
+    armed = threading.Event()
+    state: dict = {"config": config}
+
+    def on_sigint(signum, frame):
+        if armed.is_set():  # only inside the window below; never anywhere else in pytest
+            armed.clear()
+            state["signal_at"] = time.monotonic()
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    timer = threading.Timer(0.5, os.kill, (os.getpid(), signal.SIGINT))
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with open_station(config) as st:
+                st.attach_wire_logs(tmp_path)
+                state["world"] = world = st.world
+                engine = Engine(st, mode="list")
+                engine.execute(Sweep(2, currents[:5], currents[:5]))  # prepared, connected
+                assert world.buses["A"].on and world.closed == {"1A02", "1B02"}
+                armed.set()
+                timer.start()
+                state["started"] = time.monotonic()
+                engine.execute(Sweep(2, currents, currents))
+                armed.clear()
+                pytest.fail("the sweep ended before the interrupt")
+        state["exited_s"] = time.monotonic() - state["signal_at"]
+    finally:
+        armed.clear()
+        timer.cancel()
+        timer.join()
+        signal.signal(signal.SIGINT, previous)
+    state["wire"] = {n: WireLog.load(tmp_path / "wire" / f"{n}.jsonl") for n in ("smu_a", "smu_b")}
+    return state
+
+
+def test_sigint_mid_list_sweep_in_process(tmp_path):
+    state = interrupt_list_sweep(tmp_path)
+    world, config = state["world"], state["config"]
+    assert state["signal_at"] - state["started"] < IN_PROCESS_SWEEP_S / 2
+    assert state["exited_s"] < 2 * IN_PROCESS_SWEEP_S
+    assert world.buses["A"].on is False and world.buses["B"].on is False
+    assert world.buses["A"].set_current == 0.0 and world.buses["B"].set_current == 0.0
+    assert world.closed == set()
+    limits = config.limits
+    for die, record in world.max_bias_record().items():
+        assert not record["destroyed"].any(), die
+        assert record["max_abs_i"].max() <= limits.max_current_a * (1 + 1e-9), die
+        assert record["max_abs_v"].max() <= limits.compliance_v + 1e-9, die
+    assert world.max_bias_record()["1,1"]["max_abs_i"][1].max() > 0  # pair 2 was swept
+    for levels in map(source_levels, state["wire"].values()):
+        assert_ramped(levels, limits.max_current_a, limits.ramp_step_a)
+
+
+def test_sigint_mid_list_sweep_shutdown_is_clean(tmp_path, caplog):
+    with caplog.at_level(logging.ERROR, logger="labctl.station"):
+        interrupt_list_sweep(tmp_path)
+    problems = [r.getMessage() for r in caplog.records if "safe shutdown" in r.getMessage()]
+    assert problems == []
