@@ -231,6 +231,8 @@ def _resume(args) -> int:
     on_station = settings.backend == "station"
     with terminate_as_interrupt(), _station_for(config, on_station) as station:
         writer = SessionWriter.reopen(args.resume)
+        if station is not None:
+            station.attach_wire_logs(writer.path)  # appended to the interrupted run's logs
         with writer:
             try:
                 engine = Engine(station, nplc=settings.nplc) if station else None
