@@ -74,6 +74,27 @@ def run(args: argparse.Namespace) -> int:
         fine = engine.run(iv_sweep(args.pair, fine_i))
         slope, curvature = local_slope(fine_i, fine.v_a)
         cal = engine.run(calibrate([args.pair], i_max))
+        # The dI = 0 offset is kept with the session: a later forward-mode run can use it.
+        cal_stream = writer.descriptor(
+            "calibration",
+            {
+                "pair": {"dtype": "integer", "shape": [], "source": "fd-scan"},
+                "grid_a": {
+                    "dtype": "array",
+                    "shape": [len(cal.grid[args.pair])],
+                    "source": "fd-scan",
+                },
+                "offset_v": {
+                    "dtype": "array",
+                    "shape": [len(cal.grid[args.pair])],
+                    "source": "adc",
+                },
+            },
+        )
+        writer.event(
+            cal_stream,
+            {"pair": args.pair, "grid_a": cal.grid[args.pair], "offset_v": cal.offset[args.pair]},
+        )
         span = max(steps)
         test_i = np.linspace(-0.8 * i_max, 0.8 * i_max - span, args.points)
         ref = np.interp(test_i, fine_i, slope)

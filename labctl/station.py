@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -59,13 +58,6 @@ DRIVER_CLASSES = {
     "switch_matrix": SwitchMatrix,
     "prober": Prober,
 }
-SIM_RESOURCE = {
-    "smu_a": "smu_a",
-    "smu_b": "smu_b",
-    "adc": "adc",
-    "switch": "switch",
-    "prober": "prober",
-}
 
 
 class Station:
@@ -90,7 +82,6 @@ class Station:
         self.adc = instruments[r["adc"]]
         self.switch = instruments[r["switch"]]
         self.prober = instruments[r["prober"]] if "prober" in r else None
-        self._sources_on = False
         # Until when (time.monotonic()) a sweep may still be running in the SMUs: the
         # shutdown after an interrupt must wait that long for their answers.
         self._busy_until = 0.0
@@ -144,7 +135,6 @@ class Station:
         for smu in (self.smu_a, self.smu_b):
             smu.prepare_current_source(compliance_v=compliance_v, nplc=nplc)
         self.adc.gain = adc_gain
-        self._sources_on = True
 
     def connect_pair(self, pair: int) -> None:
         """Connect pair ``pair`` (break before make); sources must be at 0 A here."""
@@ -308,7 +298,7 @@ def open_station(config: StationConfig, adapter_factory: AdapterFactory | None =
                         f"{config.source}: [instruments.{name}] has no "
                         "resource and no simulated counterpart"
                     )
-                cfg = replace(cfg, resource=served[SIM_RESOURCE[role]])
+                cfg = replace(cfg, resource=served[role])
             instruments[name] = cfg
         config = replace(config, instruments=instruments)
     opened, identities = {}, {}
@@ -331,10 +321,3 @@ def open_station(config: StationConfig, adapter_factory: AdapterFactory | None =
 def sweep_duration_bound(points: int, nplc: float) -> float:
     """Upper bound (s) of a list sweep's duration on a 2400 at 50 Hz mains, margin included."""
     return 2.0 * points * (nplc / 50.0 + 2e-3)
-
-
-def current_grid(i_max: float, points: int) -> np.ndarray:
-    """``points`` currents evenly over [-i_max, i_max] (A)."""
-    if points < 2 or not math.isfinite(i_max) or i_max <= 0:
-        raise ValueError(f"need at least 2 points and a positive i_max, got {points}, {i_max}")
-    return np.linspace(-i_max, i_max, points)

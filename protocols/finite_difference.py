@@ -37,20 +37,6 @@ class Calibration:
             return np.zeros_like(currents)
         return np.interp(currents, self.grid[pair], self.offset[pair])
 
-    def as_dict(self) -> dict:
-        return {
-            str(k): {"grid_a": self.grid[k].tolist(), "offset_v": self.offset[k].tolist()}
-            for k in self.grid
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict) -> Calibration:
-        cal = cls()
-        for k, entry in data.items():
-            cal.grid[int(k)] = np.asarray(entry["grid_a"], dtype=float)
-            cal.offset[int(k)] = np.asarray(entry["offset_v"], dtype=float)
-        return cal
-
 
 @dataclass
 class FdReadout:

@@ -54,10 +54,6 @@ class MTJParams:
             self, **{f.name: np.asarray(getattr(self, f.name))[index] for f in fields(self)}
         )
 
-    def as_dict(self) -> dict[str, list | float]:
-        """Plain-python view, for session records."""
-        return {f.name: np.asarray(getattr(self, f.name)).tolist() for f in fields(self)}
-
 
 NOMINAL = MTJParams()
 
