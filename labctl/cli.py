@@ -26,7 +26,18 @@ COMMANDS = [
 ]
 
 
-def build_parser() -> argparse.ArgumentParser:
+def _chosen(argv: list[str]) -> tuple[str, ...] | None:
+    """The command words ``argv`` selects, so that only that command's module is imported."""
+    words = tuple(a for a in argv if not a.startswith("-"))
+    for command, _, _ in COMMANDS:
+        if words[: len(command)] == command:
+            return command
+    return None
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; with ``argv``, only the chosen command's module is imported (fast start)."""
+    chosen = _chosen(argv) if argv is not None else None
     parser = argparse.ArgumentParser(prog="labctl", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log instrument traffic")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -41,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                     dest="subcommand", required=True, metavar="SUBCOMMAND"
                 )
             sub = groups[words[0]].add_parser(words[1], help=help_text, description=help_text)
+        if argv is not None and words != chosen:
+            continue
         mod = importlib.import_module(module)
         mod.add_arguments(sub)
         sub.set_defaults(_run=mod.run)
@@ -48,7 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
