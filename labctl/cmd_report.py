@@ -38,7 +38,7 @@ def _analytic_dvdi(session: Session, run: RecordedRun, currents: np.ndarray):
     from simulators.mtj import dvdi
     from simulators.world import SimSettings, StationWorld
 
-    world = StationWorld(SimSettings(**(sim | {"die_grid": tuple(sim["die_grid"])})))
+    world = StationWorld(SimSettings.from_record(sim))
     idx = np.arange(n)
     return dvdi(world.chip.params.take((idx, np.zeros_like(idx))), currents)
 

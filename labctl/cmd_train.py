@@ -270,9 +270,7 @@ def recorded_station(session: Session):
     config = parse_station(text, f"{session.path} (recorded station file)")
     sim = start.get("config", {}).get("station", {}).get("simulation")
     if sim and config.simulation is not None:
-        config = replace(
-            config, simulation=SimSettings(**(sim | {"die_grid": tuple(sim["die_grid"])}))
-        )
+        config = replace(config, simulation=SimSettings.from_record(sim))
     return config
 
 

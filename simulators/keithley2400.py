@@ -743,24 +743,27 @@ class SimKeithley2400:
 
         return self._number(key, -limit, limit, after)
 
+    def _range_argument(self, args: list[str], key: str, ranges, default: float) -> float:
+        """The range a RANGe command picks: a value, MIN/MAX/DEF, or UP/DOWN from the present."""
+        i = ranges.index(float(self.cfg[key]))
+        value = scpi.number(
+            scpi.one(args),
+            -ranges[-1],
+            ranges[-1],
+            default=default,
+            minimum=ranges[0],
+            maximum=ranges[-1],
+            up=ranges[min(i + 1, len(ranges) - 1)],
+            down=ranges[max(i - 1, 0)],
+        )
+        return _pick_range(value, ranges)
+
     def _source_range(self, kind: str, ranges) -> tuple[Callable, Callable]:
         key, level_key, auto_key = f"{kind}_range", f"{kind}_level", f"{kind}_range_auto"
         default = RESET_DEFAULTS[key]
 
         def set_(args: list[str]) -> None:
-            present = float(self.cfg[key])
-            i = ranges.index(present)
-            text = scpi.number(
-                scpi.one(args),
-                -ranges[-1],
-                ranges[-1],
-                default=default,
-                minimum=ranges[0],
-                maximum=ranges[-1],
-                up=ranges[min(i + 1, len(ranges) - 1)],
-                down=ranges[max(i - 1, 0)],
-            )
-            chosen = _pick_range(text, ranges)
+            chosen = self._range_argument(args, key, ranges, default)
             if abs(float(self.cfg[level_key])) > chosen * (1 + 1e-9):
                 raise ScpiError(-221)  # the programmed level would not fit
             self.cfg[key], self.cfg[auto_key] = chosen, False
@@ -882,19 +885,8 @@ class SimKeithley2400:
         default = RESET_DEFAULTS[key]
 
         def set_(args: list[str]) -> None:
-            present = float(self.cfg[key])
-            i = ranges.index(present)
-            value = scpi.number(
-                scpi.one(args),
-                -ranges[-1],
-                ranges[-1],
-                default=default,
-                minimum=ranges[0],
-                maximum=ranges[-1],
-                up=ranges[min(i + 1, len(ranges) - 1)],
-                down=ranges[max(i - 1, 0)],
-            )
-            self.cfg[key], self.cfg[f"{key}_auto"] = _pick_range(value, ranges), False
+            chosen = self._range_argument(args, key, ranges, default)
+            self.cfg[key], self.cfg[f"{key}_auto"] = chosen, False
 
         def query(args: list[str]) -> str:
             return self._keyword_query(args, ranges[0], ranges[-1], default) or _num(self.cfg[key])

@@ -52,6 +52,11 @@ class SimSettings:
     drift_a_per_sqrt_s: float | None = None
     adc_noise_v: float | None = None
 
+    @classmethod
+    def from_record(cls, data: dict) -> SimSettings:
+        """Settings as a session records them (JSON: die_grid is a list)."""
+        return cls(**(data | {"die_grid": tuple(data["die_grid"])}))
+
     def variability_model(self) -> Variability:
         v = variability_preset(self.variability)
         from dataclasses import replace
@@ -60,8 +65,9 @@ class SimSettings:
             v,
             smu_noise_v=v.smu_noise_v if self.smu_noise_v is None else self.smu_noise_v,
             adc_noise_v=v.adc_noise_v if self.adc_noise_v is None else self.adc_noise_v,
-            drift_a_per_sqrt_s=(v.drift_a_per_sqrt_s if self.drift_a_per_sqrt_s is None
-                                else self.drift_a_per_sqrt_s),
+            drift_a_per_sqrt_s=(
+                v.drift_a_per_sqrt_s if self.drift_a_per_sqrt_s is None else self.drift_a_per_sqrt_s
+            ),
         )
 
 
@@ -211,8 +217,11 @@ class StationWorld:
         if sigma <= 0 or dt <= 0:
             return
         for bank in self.dies.values():
-            bank.tune(slice(None), bank.tuning_shift + self._drift_rng.normal(
-                0.0, sigma * np.sqrt(dt), bank.shape), bank.tuning_scale)
+            bank.tune(
+                slice(None),
+                bank.tuning_shift + self._drift_rng.normal(0.0, sigma * np.sqrt(dt), bank.shape),
+                bank.tuning_scale,
+            )
 
     def release(self, bus: str) -> None:
         """Turn the source on ``bus`` off: the bus sits at 0 V and carries no current."""
