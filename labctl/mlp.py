@@ -170,13 +170,16 @@ class MLP:
         self._inputs, self._dadz = [], []
         return grads
 
-    def predict_logits(self, x: np.ndarray, *, batch_size: int = 2048) -> np.ndarray:
-        """Logits for ``x`` in batches of ``batch_size`` (bounds the memory of big sets)."""
+    def predict_logits(self, x: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
+        """Logits for ``x`` in batches of ``batch_size``.
+
+        Batches bound the memory and keep the working arrays small enough for the CPU cache.
+        """
         x = np.asarray(x)
         out = [self.forward(x[s : s + batch_size]) for s in range(0, len(x), batch_size)]
         return np.concatenate(out) if out else np.zeros((0, self.sizes[-1]), self.dtype)
 
-    def predict(self, x: np.ndarray, *, batch_size: int = 2048) -> np.ndarray:
+    def predict(self, x: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
         """Predicted class indices for ``x``."""
         return self.predict_logits(x, batch_size=batch_size).argmax(axis=1)
 
@@ -459,7 +462,7 @@ EpochCallback = Callable[[int, History, list[np.ndarray]], "bool | None"]
 
 
 def evaluate(
-    model: MLP, x: np.ndarray, y: np.ndarray, *, batch_size: int = 2048
+    model: MLP, x: np.ndarray, y: np.ndarray, *, batch_size: int = 512
 ) -> tuple[float, float]:
     """Mean cross-entropy (nats) and accuracy of ``model`` on (``x``, ``y``)."""
     return cross_entropy(model.predict_logits(x, batch_size=batch_size), np.asarray(y))
@@ -474,7 +477,9 @@ class Trainer:
     ``soft_targets`` (teacher probabilities at ``temperature``, one row per training
     sample) with ``alpha`` > 0 switch on distillation. ``on_epoch(epoch, history,
     weights)`` is called after every epoch with a copy of the weights; returning True
-    stops training. ``progress`` shows a tqdm bar on stderr.
+    stops training. ``augment(x_batch, rng)`` (optional) returns a transformed copy of
+    each training minibatch (data augmentation), with a generator seeded from
+    ``config.seed``. ``progress`` shows a tqdm bar on stderr.
     """
 
     def __init__(
@@ -492,6 +497,7 @@ class Trainer:
         on_epoch: EpochCallback | None = None,
         progress: bool = False,
         desc: str = "train",
+        augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     ):
         self.model = model
         self.x = np.ascontiguousarray(x, dtype=model.dtype)
@@ -528,6 +534,8 @@ class Trainer:
         self.history = History()
         self.done = False
         self._rng = np.random.default_rng(config.seed)
+        self.augment = augment
+        self._augment_rng = np.random.default_rng([config.seed, 0x617567])
         self._best_score: float | None = None
         self._best_weights: list[np.ndarray] | None = None
         self._since_best = 0
@@ -566,6 +574,8 @@ class Trainer:
             )
         for idx in batches:
             xb = self.x if full and not cfg.shuffle else self.x[idx]
+            if self.augment is not None:
+                xb = np.asarray(self.augment(xb, self._augment_rng), dtype=model.dtype)
             yb = self.y[idx]
             logits = model.forward(xb, keep=True)
             soft = None if self.soft_targets is None else self.soft_targets[idx]
@@ -641,6 +651,7 @@ def train(
     on_epoch: EpochCallback | None = None,
     progress: bool = False,
     desc: str = "train",
+    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
 ) -> History:
     """Train ``model`` on (``x``, ``y``) (int labels) as configured; returns the history."""
     trainer = Trainer(
@@ -656,6 +667,7 @@ def train(
         on_epoch=on_epoch,
         progress=progress,
         desc=desc,
+        augment=augment,
     )
     while not trainer.done:
         trainer.run_epoch()

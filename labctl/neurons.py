@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
+from statistics import NormalDist
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -41,9 +43,8 @@ from simulators.mtj import (
 GRAD_MODES = ("fd-swap", "fd", "exact")
 
 # Current grid of the per-device lookup tables: cubic Hermite pieces 2 uA wide keep the
-# interpolation error below 0.1 uV and 0.01 Ohm on the model's curves (orders below the
-# read noise) while a layer's table stays small enough to live in the CPU cache, which is
-# what makes a look-up cheap.
+# interpolation error below 0.2 uV and 0.05 Ohm on the model's curves (two orders below
+# the read noise) with 4 kB of table per neuron.
 LUT_STEP_A = 2e-6
 LUT_RANGE_A = (-120e-6, 120e-6)
 # Beyond this many grid intervals per neuron (a 2 mA span) a call solves the model
@@ -96,6 +97,45 @@ class Activation(Protocol):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, NeuronReadout | None]: ...
 
 
+# Resolution of the Gaussian read noise: each draw is one of 2**16 equiprobable normal
+# quantiles picked by 16 random bits (tails cut at 4.3 sigma, irrelevant for read noise).
+NOISE_BITS = 16
+
+
+@lru_cache(maxsize=1)
+def normal_quantiles(bits: int = NOISE_BITS) -> np.ndarray:
+    """The 2**bits equiprobable quantiles (bin midpoints) of N(0, 1), scaled to unit rms."""
+    inv_cdf = NormalDist().inv_cdf
+    q = np.array([inv_cdf((i + 0.5) / 2**bits) for i in range(2**bits)])
+    return q / np.sqrt(np.mean(q**2))
+
+
+class GaussianNoise:
+    """Seeded, independent Gaussian noise in pairs of arrays of rms ``sigma_a``, ``sigma_b``.
+
+    Each draw is one of the :data:`NOISE_BITS`-bit normal quantiles, picked by raw bits of
+    ``bit_generator``: a table look-up is several times cheaper than
+    ``Generator.standard_normal``, and noise would otherwise be the largest cost of a
+    simulated measurement.
+    """
+
+    def __init__(self, bit_generator: np.random.BitGenerator, sigma_a: float, sigma_b: float):
+        self._bits = bit_generator
+        self.sigma_a, self.sigma_b = float(sigma_a), float(sigma_b)
+        q = normal_quantiles()
+        self._table_a = (q * self.sigma_a).astype(np.float32)
+        self._table_b = (q * self.sigma_b).astype(np.float32)
+
+    def draw(self, m: int) -> tuple[np.ndarray, np.ndarray]:
+        """The next ``m`` pairs as two float32 arrays of length ``m``."""
+        words = self._bits.random_raw((m + 1) // 2).view(np.uint16)  # 2m (+2) indices
+        index = words[: 2 * m].astype(np.intp)
+        return (
+            np.take(self._table_a, index[:m], mode="wrap"),
+            np.take(self._table_b, index[m:], mode="wrap"),
+        )
+
+
 def _check_grad(grad: str) -> str:
     if grad not in GRAD_MODES:
         raise ValueError(f"grad must be one of {', '.join(GRAD_MODES)}; got {grad!r}")
@@ -123,14 +163,16 @@ class ModelNeurons:
     lut: if True (default) the noiseless V_A(I) and derivative-estimate curves of every
         pair are tabulated from the device model on a 2 uA grid (growing on demand when
         a current falls outside +-120 uA) and interpolated by cubic Hermite pieces (error
-        < 0.1 uV, < 0.01 Ohm, far below the read noise), which makes a measurement a
+        < 0.2 uV, < 0.05 Ohm, far below the read noise), which makes a measurement a
         table look-up instead of a Newton solve. If False the device model is solved at
         every call (slow; the reference the table is tested against).
 
-    The read noise is Gaussian: one draw of ``sigma_v`` on the activation and one of
-    ``sigma_dvdi`` on the derivative estimate per neuron and sample. For ``fd-swap`` the
-    two independent differential reads are averaged, so their noises combine into one
-    draw of sigma_adc / (sqrt(2) * dI), the same distribution at half the cost.
+    The read noise is Gaussian (2**16 quantile levels, tails cut at 4.3 sigma, see
+    :class:`GaussianNoise`): one draw of ``sigma_v`` on the activation and one of
+    ``sigma_dvdi`` on the derivative estimate per neuron and sample, independent of
+    each other and of every other reading. For ``fd-swap`` the two independent
+    differential reads are averaged, so their noises combine into one draw of
+    sigma_adc / (sqrt(2) * dI), the same distribution at half the cost.
     """
 
     def __init__(
@@ -172,9 +214,6 @@ class ModelNeurons:
         self.pairs: MTJParams = sample_pairs(self.n, variability, np.random.default_rng(seed))
         self.device_a: MTJParams = self.pairs.take((slice(None), 0))
         self.device_b: MTJParams = self.pairs.take((slice(None), 1))
-        # A separate stream, so that the devices drawn for a seed do not depend on how many
-        # measurements were made before. SFC64 because its raw bits are the cheapest.
-        self._noise_bits = np.random.SFC64(np.random.SeedSequence([0x6E6F6973, seed]))
         self.sigma_v = variability.smu_noise_v / math.sqrt(self.nplc)
         sigma_read = variability.adc_noise_v / math.sqrt(self.adc_integration_s / 1e-3)
         self.sigma_dvdi = {
@@ -182,10 +221,17 @@ class ModelNeurons:
             "fd-swap": sigma_read / (math.sqrt(2.0) * self.di),
             "exact": 0.0,
         }[self.grad]
+        # A separate stream, so that the devices drawn for a seed do not depend on how many
+        # measurements were made before. SFC64 because its raw bits are the cheapest.
+        self._noise = GaussianNoise(
+            np.random.SFC64(np.random.SeedSequence([0x6E6F6973, seed])),
+            self.sigma_v,
+            self.sigma_dvdi,
+        )
         self._table_lo = 0.0
         self._table_k = 0
         self._tables: dict[np.dtype, np.ndarray] = {}
-        self._col_offset = np.zeros(0, dtype=np.intp)
+        self._col_offset = np.zeros(0, dtype=np.int32)
 
     # -- noiseless physics -------------------------------------------------------------
 
@@ -205,6 +251,8 @@ class ModelNeurons:
 
     def _build_table(self, lo: float, hi: float) -> None:
         k = int(math.ceil((hi - lo) / LUT_STEP_A))
+        if self.n * (k + 1) >= 2**31:
+            raise ValueError(f"{self.n} neurons are too many for one table; split the array")
         nodes = (lo + LUT_STEP_A * np.arange(k + 1))[:, None]  # (k + 1, 1), broadcast over n
         v, d = self._estimate_direct(nodes)
         dv = dvdi(self.device_a, nodes)
@@ -228,7 +276,7 @@ class ModelNeurons:
         self._table_lo = lo
         self._table_k = k
         self._tables = {np.dtype(np.float64): table.reshape(-1, 8)}
-        self._col_offset = (np.arange(self.n) * (k + 1)).astype(np.intp)
+        self._col_offset = (np.arange(self.n) * (k + 1)).astype(np.int32)
 
     def _table_covers(self, current: np.ndarray) -> bool:
         """Make the table cover ``current`` (A), growing it if needed; False if too wide.
@@ -239,46 +287,47 @@ class ModelNeurons:
         lo_needed, hi_needed = float(current.min()), float(current.max())
         if not (math.isfinite(lo_needed) and math.isfinite(hi_needed)):
             raise ValueError("currents must be finite")
-        lo = self._table_lo + LUT_STEP_A
-        hi = self._table_lo + LUT_STEP_A * (self._table_k - 1)
-        if self._table_k and lo <= lo_needed and hi_needed <= hi:
+        lo = self._table_lo
+        hi = self._table_lo + LUT_STEP_A * self._table_k
+        if self._table_k and lo + LUT_STEP_A <= lo_needed and hi_needed <= hi - LUT_STEP_A:
             return True
-        lo, hi = LUT_RANGE_A if self._table_k == 0 else (self._table_lo, lo + hi - lo)
+        if self._table_k == 0:
+            lo, hi = LUT_RANGE_A
         # Grow with a margin so that a slowly widening range rebuilds rarely.
         margin = 0.25 * (hi - lo)
-        lo = min(lo, lo_needed - margin)
-        hi = max(hi, hi_needed + margin)
+        if lo_needed < lo + LUT_STEP_A:
+            lo = lo_needed - margin
+        if hi_needed > hi - LUT_STEP_A:
+            hi = hi_needed + margin
         if (hi - lo) / LUT_STEP_A > LUT_MAX_INTERVALS:
             return False
         self._build_table(lo, hi)
         return True
 
-    def _estimate_lut(self, current: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Noiseless V_A (V) and derivative estimate (Ohm) from the table (which must cover)."""
-        table = self._tables.get(current.dtype)
-        if table is None:
-            table = self._tables[np.dtype(np.float64)].astype(current.dtype)
-            self._tables[current.dtype] = table
+    def _estimate_lut(self, current: np.ndarray, v: np.ndarray, d: np.ndarray) -> None:
+        """Noiseless V_A (V) into ``v`` and derivative estimate (Ohm) into ``d``, from the
+        table (which must cover ``current`` and exist in its dtype)."""
+        table = self._tables[current.dtype]
         u = current * (1.0 / LUT_STEP_A)
         u -= self._table_lo / LUT_STEP_A  # grid position, >= 1 by the coverage margin
-        k_float = np.floor(u)
-        u -= k_float  # position inside the grid interval, in [0, 1)
-        k = k_float.astype(np.intp)
+        # int32, not intp: float-to-int64 conversion has no vector instruction here.
+        k = u.astype(np.int32)  # truncation is floor, as u > 0
+        u -= k.astype(u.dtype)  # position in the grid interval, in [0, 1)
         k += self._col_offset
-        c = np.take(table, k, axis=0)  # (rows, n, 8): cubics of V_A, derivative estimate
-        v = c[..., 3] * u
+        # mode="clip" skips the bounds check that raising would need; k is in range.
+        c = np.take(table, k, axis=0, mode="clip")  # (rows, n, 8): V_A, then derivative
+        np.multiply(c[..., 3], u, out=v)
         v += c[..., 2]
         v *= u
         v += c[..., 1]
         v *= u
         v += c[..., 0]
-        d = c[..., 7] * u
+        np.multiply(c[..., 7], u, out=d)
         d += c[..., 6]
         d *= u
         d += c[..., 5]
         d *= u
         d += c[..., 4]
-        return v, d
 
     # -- public --------------------------------------------------------------------------
 
@@ -291,50 +340,21 @@ class ModelNeurons:
         current = np.asarray(currents)
         if current.ndim < 1 or current.shape[-1] != self.n:
             raise ValueError(f"currents must have shape (batch, {self.n}), got {current.shape}")
-        dtype = np.float32 if current.dtype == np.float32 else np.float64
+        dtype = np.dtype(np.float32 if current.dtype == np.float32 else np.float64)
         current = current.astype(dtype, copy=False)
         if self.lut and self._table_covers(current):
-            v, d = self._estimate_lut(current)
+            if dtype not in self._tables:
+                self._tables[dtype] = self._tables[np.dtype(np.float64)].astype(dtype)
+            v = np.empty(current.shape, dtype)
+            d = np.empty(current.shape, dtype)
+            self._estimate_lut(current, v, d)
         else:
-            v, d = self._estimate_direct(current)
-            v, d = v.astype(dtype, copy=False), d.astype(dtype, copy=False)
+            v, d = (x.astype(dtype, copy=False) for x in self._estimate_direct(current))
         if self.sigma_v > 0 or self.sigma_dvdi > 0:
-            self._add_noise(v, d)
+            noise_v, noise_d = self._noise.draw(v.size)
+            v += noise_v.reshape(v.shape)
+            d += noise_d.reshape(d.shape)
         return NeuronReadout(v=v, dvdi=d)
-
-    def _add_noise(self, v: np.ndarray, d: np.ndarray) -> None:
-        """Add N(0, sigma_v) to ``v`` and N(0, sigma_dvdi) to ``d`` in place.
-
-        Both come from one Box-Muller transform (radius times cosine and sine of one angle
-        are two independent normals) of uniforms made from the raw bits of the noise
-        stream. That is four times cheaper than ``Generator.standard_normal``, which
-        matters because noise would otherwise be the largest cost of a measurement. The
-        23-bit uniforms cut the tails at 5.6 sigma, irrelevant for read noise.
-        """
-        sigma_v, sigma_d = self.sigma_v, self.sigma_dvdi
-        scale = sigma_v if sigma_v > 0 else sigma_d
-        m = v.size
-        bits = self._noise_bits.random_raw(m).view(np.uint32)  # 2m random words
-        # Mantissa bits under the exponent of 1.0: uniform floats in [1, 2).
-        bits >>= 9
-        bits |= 0x3F800000
-        uniform = bits.view(np.float32)
-        radius, angle = uniform[:m], uniform[m:]
-        np.subtract(2.0, radius, out=radius)  # (0, 1], so that the log is finite
-        np.log(radius, out=radius)
-        radius *= -2.0 * scale * scale
-        np.sqrt(radius, out=radius)  # scale * sqrt(-2 ln u)
-        angle *= 2.0 * math.pi  # one extra turn, as the uniform starts at 1
-        if sigma_v > 0:
-            noise = np.cos(angle)
-            noise *= radius
-            v += noise.reshape(v.shape)
-        if sigma_d > 0:
-            np.sin(angle, out=angle)
-            angle *= radius
-            if sigma_d != scale:
-                angle *= sigma_d / scale
-            d += angle.reshape(d.shape)
 
     def exact_dvdi(self, currents: np.ndarray) -> np.ndarray:
         """Analytic dV/dI (Ohm) of every neuron's device A at ``currents`` (A), no noise."""
