@@ -120,7 +120,7 @@ def settings_from(args: argparse.Namespace, grad: str, variability: str) -> Iris
 class LiveSource:
     """Hidden layers on the station (pairs 1.. in order) or in the device model."""
 
-    def __init__(self, settings: IrisSettings, station=None, engine: Engine | None = None):
+    def __init__(self, settings: IrisSettings, engine: Engine | None = None):
         s = settings
         if s.backend == "station":
             self._layers = [
@@ -180,7 +180,7 @@ def _train_one(args, grad: str, out: dict) -> dict:
     on_station = settings.backend == "station"
     with instrument_session(args, "train iris", cfg, seeds, need_station=on_station) as run:
         engine = Engine(run.station, nplc=settings.nplc) if on_station else None
-        source = LiveSource(settings, run.station, engine)
+        source = LiveSource(settings, engine)
         sink = RecordSink(run.writer)
         results = train_folds(settings, limit, source, sink, progress=_progress(args, settings))
         summary = summarise(results) | {"grad": grad, "session": run.writer.path.name}
@@ -236,7 +236,7 @@ def _resume(args) -> int:
         with writer:
             try:
                 engine = Engine(station, nplc=settings.nplc) if station else None
-                live = LiveSource(settings, station, engine)
+                live = LiveSource(settings, engine)
                 source = ReplaySource(recorded, live=live)
                 sink = RecordSink(
                     writer, recorded=set(recorded.epochs), streams=writer.stream_uids()
