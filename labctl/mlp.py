@@ -637,38 +637,12 @@ class Trainer:
         return self.history
 
 
-def train(
-    model: MLP,
-    x: np.ndarray,
-    y: np.ndarray,
-    *,
-    config: TrainConfig,
-    x_val: np.ndarray | None = None,
-    y_val: np.ndarray | None = None,
-    soft_targets: np.ndarray | None = None,
-    temperature: float = 1.0,
-    alpha: float = 0.0,
-    on_epoch: EpochCallback | None = None,
-    progress: bool = False,
-    desc: str = "train",
-    augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
-) -> History:
-    """Train ``model`` on (``x``, ``y``) (int labels) as configured; returns the history."""
-    trainer = Trainer(
-        model,
-        x,
-        y,
-        config=config,
-        x_val=x_val,
-        y_val=y_val,
-        soft_targets=soft_targets,
-        temperature=temperature,
-        alpha=alpha,
-        on_epoch=on_epoch,
-        progress=progress,
-        desc=desc,
-        augment=augment,
-    )
+def train(model: MLP, x: np.ndarray, y: np.ndarray, **kwargs) -> History:
+    """Train ``model`` on (``x``, ``y``) (int labels); keyword arguments as :class:`Trainer`.
+
+    Returns the history, with the best weights loaded if so configured.
+    """
+    trainer = Trainer(model, x, y, **kwargs)
     while not trainer.done:
         trainer.run_epoch()
     return trainer.finish()
