@@ -56,7 +56,8 @@ def run(args: argparse.Namespace) -> int:
         ) from None
     if any(s <= 0 for s in steps):
         raise ValueError(f"--steps must all be positive, got {args.steps!r}")
-    station_config(args).pair(args.pair)  # a bad pair: refused before any instrument I/O
+    station_cfg = station_config(args)
+    i_max = station_cfg.pair(args.pair).limits.max_current_a  # a bad pair: refused before I/O
     config = {
         "command": "fd-scan",
         "pair": args.pair,
@@ -66,9 +67,8 @@ def run(args: argparse.Namespace) -> int:
         "nplc": args.nplc,
     }
     rows = []
-    with instrument_session(args, "fd-scan", config, seeds={}) as run_:
+    with instrument_session(args, "fd-scan", config, seeds={}, station_cfg=station_cfg) as run_:
         station, writer = run_.station, run_.writer
-        i_max = station.config.pair(args.pair).limits.max_current_a
         engine = Engine(station, nplc=args.nplc)
         fine_i = np.linspace(-i_max, i_max, args.fine_points)
         fine = engine.run(iv_sweep(args.pair, fine_i))

@@ -34,7 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.points < 2:
         raise ValueError(f"--points must be at least 2, got {args.points}")
-    limits = station_config(args).pair(args.pair).limits  # a bad pair: refused before any I/O
+    station_cfg = station_config(args)
+    limits = station_cfg.pair(args.pair).limits  # a bad pair: refused before any I/O
     if args.i_max is not None and not 0 < args.i_max <= limits.max_current_a:
         raise ValueError(
             f"--i-max {args.i_max} A: must be positive and within pair {args.pair}'s "
@@ -47,9 +48,8 @@ def run(args: argparse.Namespace) -> int:
         "nplc": args.nplc,
         "mode": args.mode,
     }
-    with instrument_session(args, "iv", config, seeds={}) as run:
+    with instrument_session(args, "iv", config, seeds={}, station_cfg=station_cfg) as run:
         station, writer = run.station, run.writer
-        limits = station.config.pair(args.pair).limits
         i_max = args.i_max if args.i_max is not None else limits.max_current_a
         currents = np.linspace(-i_max, i_max, args.points)
         engine = Engine(station, mode=args.mode, nplc=args.nplc)

@@ -178,7 +178,9 @@ def _train_one(args, grad: str, out: dict) -> dict:
     }
     cfg = {"command": "train iris", "settings": settings.as_dict(), "max_current_a": limit}
     on_station = settings.backend == "station"
-    with instrument_session(args, "train iris", cfg, seeds, need_station=on_station) as run:
+    with instrument_session(
+        args, "train iris", cfg, seeds, need_station=on_station, station_cfg=config
+    ) as run:
         engine = Engine(run.station, nplc=settings.nplc) if on_station else None
         source = LiveSource(settings, engine)
         sink = RecordSink(run.writer)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from labctl.lifecycle import add_station_arguments, instrument_session
+from labctl.lifecycle import add_station_arguments, instrument_session, station_config
 from protocols.engine import Engine
 from protocols.intents import DEVICES, Checkpoint
 from protocols.tuning import IoffEstimate, tune_pair, verify_i_off
@@ -45,7 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--tolerance", type=float, default=2e-6, help="accepted |I_off - target| (A, default 2e-6)"
     )
     parser.add_argument(
-        "--max-pulses", type=int, default=40, dest="max_pulses",
+        "--max-pulses",
+        type=int,
+        default=40,
+        dest="max_pulses",
         help="pulses of both devices together (default 40)",
     )
     parser.add_argument(
@@ -55,7 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--points", type=int, default=96, help="points of each tuning I-V sweep (default 96)"
     )
     parser.add_argument(
-        "--verify-points", type=int, default=201, dest="verify_points",
+        "--verify-points",
+        type=int,
+        default=201,
+        dest="verify_points",
         help="points of the final verification sweep over [-I_max, I_max] (default 201)",
     )
     parser.add_argument("--nplc", type=float, default=1.0, help="SMU integration (NPLC)")
@@ -82,6 +88,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--i-off must be a number, --tolerance and --width positive")
     if args.max_pulses < 0:
         raise ValueError(f"--max-pulses must not be negative, got {args.max_pulses}")
+    station_cfg = station_config(args)
+    limits = station_cfg.pair(args.pair).limits  # a bad pair: refused before any I/O
     config = {
         "command": "tune",
         "pair": args.pair,
@@ -94,9 +102,8 @@ def run(args: argparse.Namespace) -> int:
         "nplc": args.nplc,
         "mode": args.mode,
     }
-    with instrument_session(args, "tune", config, seeds={}) as run_:
+    with instrument_session(args, "tune", config, seeds={}, station_cfg=station_cfg) as run_:
         station, writer = run_.station, run_.writer
-        limits = station.config.pair(args.pair).limits
         tuning = writer.descriptor(
             "tuning",
             {
@@ -165,13 +172,19 @@ def run(args: argparse.Namespace) -> int:
     header = f"{'':8} {'before':>10} {'after':>10} {'verified':>10}"
     print(header + (f" {'simulator':>10}" if true_i_off else ""))
     for d in DEVICES:
-        row = (f"device {d} {_ua(result.before.i_off[d]):>10} {_ua(result.after.i_off[d]):>10} "
-               f"{_ua(verified.i_off[d]):>10}")
+        row = (
+            f"device {d} {_ua(result.before.i_off[d]):>10} {_ua(result.after.i_off[d]):>10} "
+            f"{_ua(verified.i_off[d]):>10}"
+        )
         print(row + (f" {_ua(true_i_off[d]):>10}" if true_i_off else ""))
     outcome = "tuned" if result.success else "NOT tuned"
-    print(f"{outcome}: {result.reason} ({result.pulses_applied} pulses, "
-          f"{result.iterations} iterations)")
-    print(f"verification ({len(sweep.sweep)}-point I-V sweep): "
-          f"{_verdict(verified, args.i_off, args.tolerance)}")
+    print(
+        f"{outcome}: {result.reason} ({result.pulses_applied} pulses, "
+        f"{result.iterations} iterations)"
+    )
+    print(
+        f"verification ({len(sweep.sweep)}-point I-V sweep): "
+        f"{_verdict(verified, args.i_off, args.tolerance)}"
+    )
     print(f"session {writer.path}")
     return 0 if ok else 1

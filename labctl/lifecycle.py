@@ -82,13 +82,15 @@ def instrument_session(
     seeds: dict,
     *,
     need_station: bool = True,
+    station_cfg: StationConfig | None = None,
 ) -> Iterator[Run]:
     """Open the station (unless not needed) and a session record for one command.
 
     On the way out every output is brought to zero and off first, then the stop document
     is written: ``success`` with ``run.summary``, or ``fail``/``abort`` with the reason.
     """
-    station_cfg = station_config(args)
+    if station_cfg is None:  # commands that validated their input against it pass it in
+        station_cfg = station_config(args)
     with contextlib.ExitStack() as stack:
         stack.enter_context(terminate_as_interrupt())
         station = stack.enter_context(open_station(station_cfg)) if need_station else None
