@@ -8,20 +8,20 @@ import logging
 import sys
 
 from instruments.transport import InstrumentError
-from labctl.records import RecordError
+from labctl.records.session import RecordError
 
 # (command words, module, help): each module has add_arguments(parser) and run(args) -> int.
 COMMANDS = [
-    (("station", "check"), "labctl.cmd_station", "open every instrument and check it"),
-    (("iv",), "labctl.cmd_iv", "I-V sweep of both devices of a pair (CSV + PNG)"),
-    (("fd-scan",), "labctl.cmd_fdscan", "derivative error against dI for a pair; recommends dI"),
-    (("tune",), "labctl.cmd_tune", "pulse a pair's devices to a target I_off and verify it"),
-    (("train", "iris"), "labctl.cmd_train", "device-in-the-loop training on Iris"),
-    (("simulate", "mnist"), "labctl.simulate_mnist", "four hidden MTJ layers on MNIST, simulated"),
-    (("sessions", "list"), "labctl.cmd_sessions", "list recorded sessions"),
-    (("replay",), "labctl.cmd_replay", "replay a recorded session offline"),
-    (("report",), "labctl.cmd_report", "plots of a recorded session"),
-    (("bench",), "labctl.cmd_bench", "benchmarks (not part of the test suite)"),
+    (("station", "check"), "labctl.commands.station_check", "open every instrument and check it"),
+    (("iv",), "labctl.commands.iv", "I-V sweep of both devices of a pair (CSV + PNG)"),
+    (("fd-scan",), "labctl.commands.fd_scan", "derivative error against dI; recommends a dI"),
+    (("tune",), "labctl.commands.tune", "pulse a pair's devices to a target I_off and verify it"),
+    (("train", "iris"), "labctl.commands.train_iris", "device-in-the-loop training on Iris"),
+    (("simulate", "mnist"), "labctl.commands.simulate_mnist", "four hidden MTJ layers on MNIST"),
+    (("sessions", "list"), "labctl.commands.sessions", "list recorded sessions"),
+    (("replay",), "labctl.commands.replay", "replay a recorded session offline"),
+    (("report",), "labctl.commands.report", "plots of a recorded session"),
+    (("bench",), "labctl.commands.bench", "benchmarks (not part of the test suite)"),
     (("sim", "serve"), "simulators.serve", "serve the simulated probe station on loopback"),
 ]
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from labctl.station_file import Limits, StationConfig
+from labctl.station.file import Limits, StationConfig
 from protocols.intents import Pulse, Sweep
 
 MAX_LIST_POINTS = 2500  # the 2400's source list memory

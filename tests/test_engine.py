@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from instruments.transport import InstrumentError
-from labctl.station import open_station
-from labctl.station_file import BUILTIN_TEXT, StationConfig, load_station
-from labctl.station_neurons import ComplianceInData, StationNeurons
+from labctl.station.file import BUILTIN_TEXT, StationConfig, load_station
+from labctl.station.runtime import open_station
+from labctl.training.station_neurons import ComplianceInData, StationNeurons
 from protocols.engine import Engine
 from protocols.finite_difference import calibrate, fd_batch
 from protocols.intents import Sweep

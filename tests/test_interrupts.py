@@ -33,9 +33,9 @@ import numpy as np
 import pytest
 
 from instruments.transport import WireLog
-from labctl.records import list_sessions
-from labctl.station import open_station
-from labctl.station_file import load_station
+from labctl.records.session import list_sessions
+from labctl.station.file import load_station
+from labctl.station.runtime import open_station
 from protocols.engine import Engine
 from protocols.intents import Sweep
 from tests.wire_levels import assert_ramped, source_levels
@@ -308,7 +308,7 @@ def test_sigint_mid_list_sweep_in_process(tmp_path):
 
 
 def test_sigint_mid_list_sweep_shutdown_is_clean(tmp_path, caplog):
-    with caplog.at_level(logging.ERROR, logger="labctl.station"):
+    with caplog.at_level(logging.ERROR, logger="labctl.station.runtime"):
         interrupt_list_sweep(tmp_path)
     problems = [r.getMessage() for r in caplog.records if "safe shutdown" in r.getMessage()]
     assert problems == []

@@ -1,11 +1,11 @@
-"""The numpy MLP and its trainer (labctl.mlp)."""
+"""The numpy MLP and its trainer (labctl.training.mlp)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from labctl.mlp import (
+from labctl.training.mlp import (
     MLP,
     SGD,
     Adam,
@@ -17,7 +17,7 @@ from labctl.mlp import (
     softmax,
     train,
 )
-from labctl.neurons import ModelNeurons, MTJActivation, NeuronReadout, TanhActivation
+from labctl.training.neurons import ModelNeurons, MTJActivation, NeuronReadout, TanhActivation
 
 
 def tanh_net(sizes=(5, 7, 6, 4), seed=0, dtype=np.float64) -> MLP:

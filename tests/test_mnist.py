@@ -1,4 +1,4 @@
-"""The MNIST IDX reader (labctl.mnist) and the `simulate mnist` command."""
+"""The MNIST IDX reader (labctl.training.mnist_data) and the `simulate mnist` command."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from labctl.mnist import (
+from labctl.training.mnist_data import (
     FILES,
     ChecksumError,
     IDXError,
@@ -187,7 +187,7 @@ def test_missing_file_names_both_candidates(tmp_path):
 
 def run_cli(*args: str, cwd: Path = REPO) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "labctl.simulate_mnist", *args], cwd=cwd,
+    return subprocess.run([sys.executable, "-m", "labctl.commands.simulate_mnist", *args], cwd=cwd,
                           env=env, capture_output=True, text=True, timeout=120)
 
 
@@ -221,7 +221,7 @@ def test_simulate_mnist_reports_missing_data(tmp_path):
 
 
 def test_shift_images_moves_pixels_and_fills_background():
-    from labctl.simulate_mnist import shift_images
+    from labctl.commands.simulate_mnist import shift_images
 
     x = np.full((50, 784), -0.5, dtype=np.float32)
     x[:, 14 * 28 + 14] = 3.0  # one bright pixel in the middle

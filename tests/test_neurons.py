@@ -1,11 +1,11 @@
-"""The simulated neuron array and the activations (labctl.neurons)."""
+"""The simulated neuron array and the activations (labctl.training.neurons)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from labctl.neurons import (
+from labctl.training.neurons import (
     ModelNeurons,
     MTJActivation,
     NeuronArray,
@@ -221,7 +221,7 @@ def test_tanh_activation():
 def test_gaussian_noise_source():
     from statistics import NormalDist
 
-    from labctl.neurons import GaussianNoise, normal_quantiles
+    from labctl.training.neurons import GaussianNoise, normal_quantiles
 
     q = normal_quantiles()
     assert len(q) == 2**16 and np.all(np.diff(q) > 0)

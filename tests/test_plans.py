@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from labctl.station_file import load_station
+from labctl.station.file import load_station
 from protocols.finite_difference import calibrate, fd_batch, optimal_step
 from protocols.intents import Sweep, SweepResult, run_offline
 from protocols.safety import SafetyEnvelope, SafetyViolation

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from event_model import DocumentNames, Filler, schema_validators
 
-from labctl.records import (
+from labctl.records.session import (
     FORMAT_VERSION,
     NpyFileHandler,
     RecordError,
@@ -131,7 +131,7 @@ def test_arrays_round_trip_via_resource_and_datum(tmp_path):
 def test_sigkill_mid_run_leaves_readable_interrupted_session(tmp_path):
     child = run_child("""
         import sys
-        from labctl.records import SessionWriter
+        from labctl.records.session import SessionWriter
         w = SessionWriter.create(sys.argv[1], "train iris", sys.argv, {}, {"numpy": 1})
         d = w.descriptor("train", {"i": {"dtype": "integer", "shape": [], "source": "t"},
                                    "pad": {"dtype": "string", "shape": [], "source": "t"}})
@@ -164,7 +164,7 @@ def test_sigkill_mid_run_leaves_readable_interrupted_session(tmp_path):
 def test_sigterm_inside_terminate_as_interrupt_writes_abort(tmp_path):
     child = run_child("""
         import sys, time
-        from labctl.records import SessionWriter, terminate_as_interrupt
+        from labctl.records.session import SessionWriter, terminate_as_interrupt
         with terminate_as_interrupt(), SessionWriter.create(sys.argv[1], "sweep", [], {}, {}) as w:
             d = w.descriptor("iv", {"v": {"dtype": "number", "shape": [], "source": "smu"}})
             try:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from labctl.station_file import BUILTIN_TEXT, StationFileError, load_station, parse_station
+from labctl.station.file import BUILTIN_TEXT, StationFileError, load_station, parse_station
 
 HARDWARE = """
 [station]

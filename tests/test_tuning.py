@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 
 from instruments.transport import InstrumentReportedError
-from labctl import cmd_tune
-from labctl.records import Session
-from labctl.station import open_station
-from labctl.station_file import load_station
+from labctl.commands import tune as cmd_tune
+from labctl.records.session import Session
+from labctl.station.file import load_station
+from labctl.station.runtime import open_station
 from protocols.engine import Engine
 from protocols.intents import Pulse, Sweep, SweepResult, run_offline
 from protocols.safety import SafetyEnvelope, SafetyViolation

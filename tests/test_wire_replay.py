@@ -20,8 +20,7 @@ import pytest
 
 from instruments.adc_board import SAMPLE_DTYPE, AdcBoard
 from instruments.keithley2400 import Keithley2400
-from instruments.transport import InstrumentTimeout, WireLog, verify_identity
-from instruments.wire_replay import (
+from instruments.replay_transport import (
     ReplayGroup,
     ReplayStopped,
     WireDivergence,
@@ -29,7 +28,8 @@ from instruments.wire_replay import (
     WireReplayTransport,
     load_wire_log,
 )
-from labctl.station_file import BUILTIN_TEXT
+from instruments.transport import InstrumentTimeout, WireLog, verify_identity
+from labctl.station.file import BUILTIN_TEXT
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(REPO)}

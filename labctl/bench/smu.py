@@ -3,7 +3,7 @@
 One client (plain ``socket``, TCP_NODELAY) sends one query at a time and waits for its
 reply line, against :class:`~simulators.keithley2400.SimKeithley2400` served by
 :class:`~simulators.server.TcpServer` in this process, at time scale 0 (instrument time
-costs no wall time). Run it with ``python -m simulators.bench_smu [seconds]``.
+costs no wall time). Run it with ``python -m labctl.bench.smu [seconds]``.
 """
 
 from __future__ import annotations

@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from labctl.neuron_record import EndOfRecord, ReplayNeurons
-from labctl.neurons import NeuronArray, NeuronReadout
-from labctl.records import RecordError, Session, SessionWriter
-from labctl.train_iris import FoldResult, IrisSettings
+from labctl.records.session import RecordError, Session, SessionWriter
+from labctl.training.iris import FoldResult, IrisSettings
+from labctl.training.neuron_record import EndOfRecord, ReplayNeurons
+from labctl.training.neurons import NeuronArray, NeuronReadout
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
 
 
 def _key(dtype: str = "number", shape=(), external: bool = False) -> dict:
-    spec = {"dtype": dtype, "shape": list(shape), "source": "labctl.train_iris"}
+    spec = {"dtype": dtype, "shape": list(shape), "source": "labctl.training.iris"}
     if external:
         spec["external"] = "FILESTORE:"
     return spec

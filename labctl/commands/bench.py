@@ -45,8 +45,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def bench_protocol(batch: int = 120, neurons: int = 8, seed: int = 0) -> dict:
     """One Iris-sized batch on the simulated station at time scale 1, three ways."""
-    from labctl.station import open_station
-    from labctl.station_file import load_station
+    from labctl.station.file import load_station
+    from labctl.station.runtime import open_station
     from protocols.engine import Engine
     from protocols.finite_difference import fd_batch
 
@@ -131,11 +131,11 @@ def run(args: argparse.Namespace) -> int:
         )
     results: dict[str, object] = {}
     if "smu" in sections:
-        from simulators.bench_smu import run as smu
+        from labctl.bench.smu import run as smu
 
         results["smu"] = smu(2.0)
     if "transport" in sections:
-        from instruments.bench import run as transport
+        from labctl.bench.transport import run as transport
 
         results["transport"] = transport()
     if "protocol" in sections:

@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 
 from labctl import plots
-from labctl.iris_session import METRICS, NullSink, RecordedRun, ReplaySource, flatten
-from labctl.neuron_record import EndOfRecord
-from labctl.records import RecordError, Session
-from labctl.train_iris import summarise, train_folds
+from labctl.records.session import RecordError, Session
+from labctl.training.iris import summarise, train_folds
+from labctl.training.iris_record import METRICS, NullSink, RecordedRun, ReplaySource, flatten
+from labctl.training.neuron_record import EndOfRecord
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -86,7 +86,7 @@ def _recorded_duration(session: Session) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     if args.wire:
-        from labctl.wire_replay import run as run_wire
+        from labctl.records.wire_replay import run as run_wire
 
         return run_wire(args)
     session = Session.open(args.session)

@@ -14,7 +14,7 @@ import argparse
 import numpy as np
 
 from labctl import plots
-from labctl.lifecycle import add_station_arguments, instrument_session, station_config
+from labctl.commands.lifecycle import add_station_arguments, instrument_session, station_config
 from protocols.engine import Engine
 from protocols.finite_difference import calibrate, fd_batch, iv_sweep, optimal_step
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 
-from labctl.lifecycle import add_station_arguments, instrument_session, station_config
+from labctl.commands.lifecycle import add_station_arguments, instrument_session, station_config
 from protocols.engine import Engine
 from protocols.intents import DEVICES, Checkpoint
 from protocols.tuning import IoffEstimate, tune_pair, verify_i_off

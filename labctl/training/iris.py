@@ -14,10 +14,10 @@ from typing import Protocol
 
 import numpy as np
 
-from labctl.iris import load_iris, standardise, stratified_folds
-from labctl.mlp import MLP, HiddenLayer, TrainConfig, Trainer
-from labctl.neuron_record import RecordingNeurons
-from labctl.neurons import GRAD_MODES, MTJActivation, NeuronArray, TanhActivation
+from labctl.training.iris_data import load_iris, standardise, stratified_folds
+from labctl.training.mlp import MLP, HiddenLayer, TrainConfig, Trainer
+from labctl.training.neuron_record import RecordingNeurons
+from labctl.training.neurons import GRAD_MODES, MTJActivation, NeuronArray, TanhActivation
 
 BACKENDS = ("station", "model")
 

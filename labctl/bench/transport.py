@@ -10,7 +10,7 @@
     :meth:`Keithley2400.run_list_sweep` for N points, counted in the wire log: messages
     written (each command or query is one) and replies waited for.
 
-Run ``python -m instruments.bench`` (prints JSON). Times in s unless a key says ms.
+Run ``python -m labctl.bench.transport`` (prints JSON). Times in s unless a key says ms.
 """
 
 from __future__ import annotations

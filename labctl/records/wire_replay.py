@@ -2,7 +2,7 @@
 
 The original command line (the start document's ``argv``) is parsed by this labctl and run
 in this process, with every station it opens built from
-:class:`~instruments.wire_replay.WireReplayTransport` s of ``SESSION/wire/<name>.jsonl``
+:class:`~instruments.replay_transport.WireReplayTransport` s of ``SESSION/wire/<name>.jsonl``
 (through :func:`labctl.station.adapters_from`; no simulator, no instrument): each write is
 compared with the next recorded write, each read gets the next recorded reply. So the
 command must send exactly what it sent then; the first difference is reported with the
@@ -28,7 +28,7 @@ log consumed. Leftover is never reported when the replay already diverged: past 
 divergence nothing is compared.
 
 A read the recorded run lost to a timeout has no entry in the log; the replay recognises it
-by the recorded wait (see :mod:`instruments.wire_replay`) and says so in a note.
+by the recorded wait (see :mod:`instruments.replay_transport`) and says so in a note.
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from instruments.replay_transport import ReplayGroup, WireReplayTransport
 from instruments.transport import WireLog
-from instruments.wire_replay import ReplayGroup, WireReplayTransport
-from labctl.records import RecordError, Session
-from labctl.station import adapters_from
-from labctl.station_file import InstrumentConfig
+from labctl.records.session import RecordError, Session
+from labctl.station.file import InstrumentConfig
+from labctl.station.runtime import adapters_from
 
 REPLAY_DIR = "wire-replay"
 STATION_FILE = "recorded-station.toml"
@@ -192,7 +192,7 @@ def replay_wire(session_dir: Path, out: Path | None = None) -> WireReplayResult:
 
     before = {p for p in out.iterdir() if p.is_dir()}
     output = io.StringIO()
-    station_log = logging.getLogger("labctl.station")
+    station_log = logging.getLogger("labctl.station.runtime")
     quiet = _AfterDivergence(group)
     station_log.addFilter(quiet)
     error: BaseException | None = None

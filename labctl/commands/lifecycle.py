@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from labctl.records import SessionWriter, terminate_as_interrupt
-from labctl.station import Station, open_station
-from labctl.station_file import StationConfig, load_station
+from labctl.records.session import SessionWriter, terminate_as_interrupt
+from labctl.station.file import StationConfig, load_station
+from labctl.station.runtime import Station, open_station
 
 
 def add_station_arguments(parser: argparse.ArgumentParser) -> None:

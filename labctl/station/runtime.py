@@ -30,8 +30,8 @@ from instruments.keithley2400 import Keithley2400
 from instruments.prober import Prober
 from instruments.switch_matrix import SwitchMatrix
 from instruments.transport import InstrumentError, WireLog, verify_identity
-from labctl.records import wire_log_path
-from labctl.station_file import InstrumentConfig, StationConfig
+from labctl.records.session import wire_log_path
+from labctl.station.file import InstrumentConfig, StationConfig
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from labctl.neurons import NeuronArray, NeuronReadout
+from labctl.training.neurons import NeuronArray, NeuronReadout
 
 
 class ReplayDivergence(RuntimeError):

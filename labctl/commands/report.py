@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from labctl import plots
-from labctl.iris_session import RecordedRun
-from labctl.records import RecordError, Session
+from labctl.records.session import RecordError, Session
+from labctl.training.iris_record import RecordedRun
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -27,7 +27,7 @@ def _analytic_dvdi(session: Session, run: RecordedRun, currents: np.ndarray):
     s = run.settings
     n = currents.shape[1]
     if s.backend == "model":
-        from labctl.neurons import ModelNeurons
+        from labctl.training.neurons import ModelNeurons
 
         return ModelNeurons(
             n, variability=s.variability, seed=s.seed * 10, di=s.di, grad=s.grad

@@ -83,7 +83,7 @@ class NeuronArray(Protocol):
 
 
 class Activation(Protocol):
-    """A hidden-layer nonlinearity: what :class:`labctl.mlp.MLP` calls in its forward pass.
+    """A hidden-layer nonlinearity: what :class:`labctl.training.mlp.MLP` calls in its forward pass.
 
     ``forward(z, neurons)`` returns ``(a, dadz, currents, readout)``: the activation, its
     derivative with respect to ``z`` as the backward pass should use it, and for

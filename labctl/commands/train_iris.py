@@ -18,13 +18,13 @@ from pathlib import Path
 import numpy as np
 
 from labctl import plots
-from labctl.iris_session import RecordedRun, RecordSink, ReplaySource
-from labctl.lifecycle import add_station_arguments, instrument_session, station_config
-from labctl.neurons import GRAD_MODES, ModelNeurons
-from labctl.records import RecordError, Session, SessionWriter, terminate_as_interrupt
-from labctl.station_file import parse_station
-from labctl.station_neurons import StationNeurons
-from labctl.train_iris import BACKENDS, IrisSettings, summarise, train_folds
+from labctl.commands.lifecycle import add_station_arguments, instrument_session, station_config
+from labctl.records.session import RecordError, Session, SessionWriter, terminate_as_interrupt
+from labctl.station.file import parse_station
+from labctl.training.iris import BACKENDS, IrisSettings, summarise, train_folds
+from labctl.training.iris_record import RecordedRun, RecordSink, ReplaySource
+from labctl.training.neurons import GRAD_MODES, ModelNeurons
+from labctl.training.station_neurons import StationNeurons
 from protocols.engine import Engine
 from simulators.world import SimSettings
 
@@ -281,7 +281,7 @@ def _station_for(config, needed: bool):
     if not needed:
         yield None
         return
-    from labctl.station import open_station
+    from labctl.station.runtime import open_station
 
     with open_station(config) as station:
         yield station

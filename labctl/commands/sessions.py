@@ -6,7 +6,7 @@ import argparse
 import time
 from pathlib import Path
 
-from labctl.records import list_sessions
+from labctl.records.session import list_sessions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 
 from instruments.transport import InstrumentError
-from labctl.lifecycle import add_station_arguments, station_config
-from labctl.station import open_station
+from labctl.commands.lifecycle import add_station_arguments, station_config
+from labctl.station.runtime import open_station
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

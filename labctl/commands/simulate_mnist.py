@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from labctl.mlp import MLP, HiddenLayer, History, TrainConfig, Trainer, evaluate, softmax
-from labctl.mnist import DEFAULT_DATA_DIR, flatten, load_mnist
-from labctl.neurons import GRAD_MODES, ModelNeurons, MTJActivation, TanhActivation
+from labctl.training.mlp import MLP, HiddenLayer, History, TrainConfig, Trainer, evaluate, softmax
+from labctl.training.mnist_data import DEFAULT_DATA_DIR, flatten, load_mnist
+from labctl.training.neurons import GRAD_MODES, ModelNeurons, MTJActivation, TanhActivation
 from simulators.mtj import PRESETS
 
 DEFAULT_WIDTHS = "1024,1024,512,512"
@@ -519,7 +519,7 @@ def plot_neurons(model: MLP, path: Path, n_show: int = 6) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m labctl.simulate_mnist``: the same command outside the labctl CLI."""
+    """``python -m labctl.commands.simulate_mnist``: the same command outside the labctl CLI."""
     parser = argparse.ArgumentParser(prog="labctl simulate mnist", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from labctl.neurons import GRAD_MODES, NeuronReadout
+from labctl.training.neurons import GRAD_MODES, NeuronReadout
 from protocols.engine import Engine
 from protocols.finite_difference import Calibration, fd_batch
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from labctl import plots
-from labctl.lifecycle import add_station_arguments, instrument_session, station_config
+from labctl.commands.lifecycle import add_station_arguments, instrument_session, station_config
 from protocols.engine import Engine
 from protocols.finite_difference import iv_sweep
 

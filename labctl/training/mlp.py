@@ -1,10 +1,11 @@
 """A small numpy multilayer perceptron whose hidden nonlinearities may be physical neurons.
 
 Weights live in software. Each hidden layer has an activation object (see
-:mod:`labctl.neurons`): :class:`~labctl.neurons.MTJActivation` over a
-:class:`~labctl.neurons.NeuronArray`, or :class:`~labctl.neurons.TanhActivation`. The forward
-pass keeps the derivative each activation returned, and backpropagation multiplies by it,
-so a measured dV/dI replaces the analytic derivative wherever neurons are hardware.
+:mod:`labctl.training.neurons`): :class:`~labctl.training.neurons.MTJActivation` over a
+:class:`~labctl.training.neurons.NeuronArray`, or
+:class:`~labctl.training.neurons.TanhActivation`. The forward pass keeps the derivative
+each activation returned, and backpropagation multiplies by it, so a measured dV/dI
+replaces the analytic derivative wherever neurons are hardware.
 
 The output layer is linear with a softmax cross-entropy loss, optionally mixed with a
 distillation term on a teacher's softened outputs. :class:`Trainer` runs epochs with SGD
@@ -22,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from labctl.neurons import Activation, NeuronArray, NeuronReadout
+from labctl.training.neurons import Activation, NeuronArray, NeuronReadout
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "step", "exponential", "cosine")

@@ -1,0 +1,1 @@
+"""Benchmarks run by `labctl bench` (never part of the timed test suite)."""

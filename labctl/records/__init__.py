@@ -1,0 +1,1 @@
+"""Session records: the document stream on disk, and replays of it."""

@@ -1,0 +1,1 @@
+"""The probe station: its file (what the bench is) and its runtime (the opened instruments)."""

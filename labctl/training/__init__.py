@@ -1,0 +1,1 @@
+"""Training: data sets, the MLP and its trainer, neuron backends and their records."""
