@@ -19,7 +19,11 @@ from instruments.transport import (
     InstrumentError,
     InstrumentReportedError,
     InstrumentTimeout,
+    SafeStateReport,
+    StaleReply,
+    UnexpectedReply,
     WireLog,
+    interrupts_deferred,
     verify_identity,
 )
 
@@ -30,7 +34,11 @@ __all__ = [
     "InstrumentError",
     "InstrumentReportedError",
     "InstrumentTimeout",
+    "SafeStateReport",
+    "StaleReply",
+    "UnexpectedReply",
     "WireLog",
+    "interrupts_deferred",
     "is_visa_resource",
     "open_adapter",
     "verify_identity",

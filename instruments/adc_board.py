@@ -4,24 +4,35 @@ Settings are pymeasure controls with validators; :meth:`AdcBoard.read_samples` p
 ``ACQ:DATA?`` binary block (``#8`` + 8-digit length + records + CRC-32 + newline) into a
 numpy structured array after checking its length and CRC. Every voltage is
 input-referred. The board's pulse generator programs the device on bus A or B
-(:meth:`AdcBoard.program_pulse`). Units: V, s, S/s, us (sample timestamps).
+(:meth:`AdcBoard.program_pulse`). Every text reply is checked against what its command
+answers in docs/wire-protocols.md (:meth:`AdcBoard.reply_rule`). :meth:`AdcBoard.disarm`
+and :meth:`AdcBoard.safe_state` (also :meth:`AdcBoard.shutdown`) leave the board
+confirmed idle; :meth:`AdcBoard.configuration` reads its settings. Units: V, s, S/s, us
+(sample timestamps).
 """
 
 from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 from pymeasure.instruments import Instrument, SCPIMixin
 from pymeasure.instruments.validators import strict_discrete_set, strict_range
 
+from instruments import replies
 from instruments.transport import (
     GarbledReply,
+    InstrumentError,
     InstrumentReportedError,
     InstrumentTimeout,
     LockedInstrumentMixin,
+    SafeStateReport,
     drain_scpi_errors,
+    interrupts_deferred,
+    read_setting,
 )
 
 #: One acquired sample: board time (us since reset), input-referred V, status (bit 0:
@@ -34,6 +45,22 @@ PULSE_AMPLITUDE_RANGE_V = (-1.5, 1.5)
 PULSE_WIDTH_RANGE_S = (1e-7, 1e-3)
 _HEADER = 10  # "#8" and 8 length digits
 _TRAILER = 5  # CRC-32 (4 bytes, little-endian) and "\n"
+ACQ_STATES = ("IDLE", "ARMED", "DONE")
+
+# What each query answers (docs/wire-protocols.md); keys are the upper-case header.
+_RULES: dict[str, Callable[[str], str | None]] = {
+    "*IDN?": replies.fields(replies.text, replies.text, replies.text, replies.text),
+    "SYST:ERR?": replies.scpi_error,
+    "GAIN?": replies.integer_in((1, 10, 100, 1000)),
+    "RATE?": replies.number_in(10, 100_000),
+    "AVER?": replies.integer_in(range(1, 1025)),
+    "CHAN?": replies.integer_in((1, 2)),
+    "ACQ:COUN?": replies.integer_in(range(1, MAX_SAMPLES + 1)),
+    "MEAS?": replies.fields(replies.number, replies.integer_in(range(0, 128))),
+    "ACQ:STAT?": replies.fields(replies.one_of(*ACQ_STATES),
+                                replies.integer_in(range(0, MAX_SAMPLES + 1))),
+    "PROG:COUN?": replies.integer_in(range(0, 1 << 62)),
+}
 
 
 def parse_block(instrument: str, block: bytes) -> np.ndarray:
@@ -70,6 +97,11 @@ class AdcBoard(LockedInstrumentMixin, SCPIMixin, Instrument):
 
     def __init__(self, adapter, name: str = "ADC board", **kwargs):
         super().__init__(adapter, name, **kwargs)
+
+    def reply_rule(self, command: str) -> Callable[[str], str | None] | None:
+        """The check of ``command``'s reply (docs/wire-protocols.md)."""
+        head = command.strip().split(None, 1)[0].upper() if command.strip() else ""
+        return _RULES.get(head)
 
     gain = Instrument.control(
         "GAIN?", "GAIN %d",
@@ -146,11 +178,60 @@ class AdcBoard(LockedInstrumentMixin, SCPIMixin, Instrument):
         """Disarm; the samples taken so far stay readable."""
         self.write("ACQ:ABOR")
 
+    def disarm(self) -> tuple[str, int]:
+        """Disarm (``ACQ:ABOR``) and confirm with ``ACQ:STAT?`` that the board is not
+        armed; returns (state, samples acquired). :class:`InstrumentError` if it still
+        reports ARMED."""
+        with self.lock:
+            self.abort()
+            state, n = self.status()
+        if state == "ARMED":
+            raise InstrumentError(f"{self.name}: still ARMED after ACQ:ABOR")
+        return state, n
+
+    def safe_state(self) -> SafeStateReport:
+        """Disarm and confirm it (resyncing first if the last exchange failed, and once
+        more if disarming fails); never raises for the board's sake. The board has no
+        output to turn off: its pulse generator only pulses on ``PROG:PULS``. Ctrl-C and
+        SIGTERM wait until it is done (:func:`~instruments.transport.interrupts_deferred`).
+        """
+        report = SafeStateReport(self.name)
+        with self.lock, interrupts_deferred():
+            if self.link_suspect:
+                self._resync_noted(report, f"the last exchange failed ({self.link_suspect})")
+            for attempt in range(2):
+                try:
+                    state, n = self.disarm()
+                    report.state = {"acquisition": state, "samples": n}
+                    report.confirmed = True
+                    break
+                except InstrumentError as exc:
+                    report.problems.append(f"disarming: {exc}")
+                    if attempt or not self._resync_noted(report, "to disarm"):
+                        break
+        return report
+
+    def shutdown(self) -> SafeStateReport:
+        """:meth:`safe_state`, then pymeasure's shutdown bookkeeping."""
+        report = self.safe_state()
+        Instrument.shutdown(self)
+        return report
+
+    def configuration(self) -> dict[str, Any]:
+        """The settings worth recording: gain, rate (S/s), averaging, channel, acquisition
+        count; ``"unreadable: <why>"`` for one that cannot be read."""
+        queries = {"gain": ("GAIN?", int), "rate_sps": ("RATE?", float),
+                   "averaging": ("AVER?", int), "channel": ("CHAN?", int),
+                   "acquisition_count": ("ACQ:COUN?", int)}
+        with self.lock:
+            return {key: read_setting(self, query, lambda r, c=cast: c(float(r)))
+                    for key, (query, cast) in queries.items()}
+
     def status(self) -> tuple[str, int]:
         """(state, samples acquired); state is IDLE, ARMED or DONE."""
         reply = self.ask("ACQ:STAT?")
         state, _, n = reply.strip().partition(",")
-        if state not in ("IDLE", "ARMED", "DONE") or not n.isdigit():
+        if state not in ACQ_STATES or not n.isdigit():
             raise GarbledReply(self.name, reply, "expected <IDLE|ARMED|DONE>,<n>")
         return state, int(n)
 

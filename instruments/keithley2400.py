@@ -10,32 +10,52 @@ Added to :class:`pymeasure.instruments.keithley.Keithley2400`:
 * :class:`Readings`: every reading's voltage (V), current (A), time (s) and status word,
   with the compliance flag (status bit 3) per reading; :meth:`Keithley2400.measure_once`
   for host-paced use;
-* :meth:`Keithley2400.shutdown` / :meth:`Keithley2400.safe_off`: abort, ramp the source
-  to zero in bounded steps, output off;
-* :meth:`Keithley2400.check_errors_raise` and :attr:`Keithley2400.capabilities`.
+* :meth:`Keithley2400.present_state` (output, function, level read from the instrument),
+  :meth:`Keithley2400.ramp_to` (from the present level in bounded steps);
+* :meth:`Keithley2400.shutdown` / :meth:`Keithley2400.safe_off`: resync if the last
+  exchange failed, abort, ramp the source to zero in bounded steps, output off, then
+  confirm ``:OUTP?`` 0 and 0 A read back; returns a :class:`SafeStateReport`, never
+  raises for the instrument's sake, and cannot be cut short by Ctrl-C / SIGTERM
+  (:func:`~instruments.transport.interrupts_deferred`);
+* every reply checked against its command (:meth:`Keithley2400.reply_rule`): numbers,
+  ``0``/``1``, ``CURR``/``VOLT``, and for ``:READ?``, ``:FETC?``, ``:MEAS?`` and
+  ``:TRAC:DATA?`` exactly elements x points fields, from the ``:FORM:ELEM``,
+  ``:TRIG:COUN``, ``:ARM:COUN`` and ``:TRAC:POIN`` this driver has sent;
+* :meth:`Keithley2400.configuration`, :meth:`Keithley2400.check_errors_raise` and
+  :attr:`Keithley2400.capabilities`.
 
 Units: A, V, s.
 """
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, NamedTuple
 
 import numpy as np
 from pymeasure.instruments import Instrument
 from pymeasure.instruments.keithley import Keithley2400 as _PymeasureKeithley2400
 
+from instruments import replies
 from instruments.transport import (
     GarbledReply,
     InstrumentError,
     InstrumentReportedError,
     InstrumentTimeout,
     LockedInstrumentMixin,
+    SafeStateReport,
+    call_through_interrupts,
     drain_scpi_errors,
+    interrupts_deferred,
+    read_setting,
 )
+
+log = logging.getLogger(__name__)
 
 LIST_CHUNK = 100  # values per :SOUR:LIST:CURR command the 2400 accepts
 MAX_LIST_POINTS = 2500  # the 2400's list and trigger-count limit
@@ -87,13 +107,65 @@ class Readings:
                    table[:, 3].copy(), status.astype(np.int64))
 
 
-def ramp_levels(start: float, step: float) -> list[float]:
-    """Levels from ``start`` to exactly 0, each at most ``step`` from the previous one."""
+def ramp_levels(start: float, step: float, target: float = 0.0) -> list[float]:
+    """Levels from ``start`` to exactly ``target`` (default 0), each at most ``step`` from
+    the previous one (``start`` itself not included)."""
     if not step > 0:
         raise ValueError(f"ramp step must be > 0, got {step!r}")
-    n = math.ceil(abs(start) / step - 1e-9)
+    n = math.ceil(abs(start - target) / step - 1e-9)
     # "+ 0.0" turns a negative start's final -0.0 into 0.0.
-    return [start * (n - k) / n + 0.0 for k in range(1, n + 1)]
+    return [target + (start - target) * (n - k) / n + 0.0 for k in range(1, n + 1)]
+
+
+class SourceState(NamedTuple):
+    """The source as the instrument reports it: output on, function (``CURR`` or
+    ``VOLT``) and the fixed level of that function (A or V)."""
+
+    output_on: bool
+    function: str
+    level: float
+
+
+# Commands whose replies have a fixed form (keys: :func:`replies.scpi_header`).
+_RULES: dict[str, Callable[[str], str | None]] = {
+    "*IDN?": replies.text,
+    "*OPC?": replies.exactly("1"),
+    "*STB?": replies.integer,
+    "*ESR?": replies.integer,
+    "*TST?": replies.integer,
+    "SYST:ERR?": replies.scpi_error,
+    "SYST:ERR:NEXT?": replies.scpi_error,
+    "SYST:ERR:COUN?": replies.integer,
+    "SOUR:FUNC?": replies.one_of("CURR", "VOLT"),
+    "OUTP?": replies.flag,
+    "SOUR:CURR?": replies.number_in(-MAX_CURRENT_A, MAX_CURRENT_A),
+    "SOUR:VOLT?": replies.number_in(-210.0, 210.0),
+    "SOUR:CURR:MODE?": replies.one_of("FIX", "LIST", "SWE"),
+    "SOUR:VOLT:MODE?": replies.one_of("FIX", "LIST", "SWE"),
+    "SENS:VOLT:PROT?": replies.number_in(0.0, 210.0),
+    "SENS:CURR:PROT?": replies.number_in(0.0, MAX_CURRENT_A),
+    "SENS:VOLT:NPLC?": replies.number_in(0.01, 10.0),
+    "SENS:CURR:NPLC?": replies.number_in(0.01, 10.0),
+    "SENS:RES:NPLC?": replies.number_in(0.01, 10.0),
+    "TRIG:COUN?": replies.integer_in(range(1, MAX_LIST_POINTS + 1)),
+    "ARM:COUN?": replies.integer_in(range(1, MAX_LIST_POINTS + 1)),
+    "TRAC:POIN?": replies.integer_in(range(1, MAX_LIST_POINTS + 1)),
+    "TRAC:POIN:ACT?": replies.integer_in(range(0, MAX_LIST_POINTS + 1)),
+    "TRIG:SOUR?": replies.one_of("IMM", "TLIN"),
+    "ARM:SOUR?": replies.one_of("IMM", "TLIN", "TIM", "MAN", "BUS", "NST", "PST", "BST"),
+    "TRIG:ILIN?": replies.integer_in(range(1, 5)),
+    "TRIG:OLIN?": replies.integer_in(range(1, 5)),
+    "ARM:ILIN?": replies.integer_in(range(1, 5)),
+    "ARM:OLIN?": replies.integer_in(range(1, 5)),
+    "OUTP:SMOD?": replies.one_of("NORM", "HIMP", "ZERO", "GUAR"),
+    "ROUT:TERM?": replies.one_of("FRON", "REAR"),
+    "SYST:LFR?": replies.one_of("50", "60"),
+}
+# Headers that list readings: elements x points fields.
+_READING_QUERIES = frozenset({"READ?", "FETC?", "MEAS?", "MEAS:CURR?", "MEAS:VOLT?",
+                              "MEAS:RES?"})
+# Writes that change how many fields a reading query answers (cheap pre-filter).
+_TRACKED = re.compile(r"COUN|ELEM|RST|PRES|POIN|MEAS|CONF", re.IGNORECASE)
 
 
 class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
@@ -117,11 +189,90 @@ class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
     ramp_step_v = 0.05
 
     def __init__(self, adapter, name: str = "Keithley 2400 SourceMeter", **kwargs):
+        # What a reading query answers, from the commands this driver sent (pymeasure's
+        # __init__ already writes :FORM:ELEM): elements per reading, trigger and arm
+        # counts, trace points (None: not set by this driver).
+        self._elements = len(ELEMENTS)
+        self._trig_count = 1
+        self._arm_count = 1
+        self._trace_points: int | None = None
+        self._rule_cache: dict[str, Callable[[str], str | None] | None] = {}
         super().__init__(adapter, name, **kwargs)
         # Which query reads a configured list sweep back: a master starts it itself
         # (:READ?), a slave was armed by :INIT and only fetches (:FETC?).
         self._list_role = "master"
         self._list_points: int | None = None
+        #: The report of the last :meth:`shutdown` (also when it re-raised an interrupt).
+        self.last_shutdown: SafeStateReport | None = None
+
+    # -- what the instrument may answer --------------------------------------------------
+    def write(self, command: str, **kwargs: Any) -> None:
+        super().write(command, **kwargs)
+        if _TRACKED.search(command):
+            self._track(command)
+
+    def _track(self, command: str) -> None:
+        self._rule_cache.clear()
+        for head, arg in replies.scpi_commands(command):
+            if head in ("*RST", "SYST:PRES"):
+                self._elements, self._trig_count, self._arm_count = len(ELEMENTS), 1, 1
+            elif head == "FORM:ELEM":
+                self._elements = len([e for e in arg.split(",") if e.strip()]) or len(ELEMENTS)
+            elif head.startswith(("MEAS", "CONF")):
+                self._trig_count = self._arm_count = 1  # :CONF (and so :MEAS?) sets both
+            elif head in ("TRIG:COUN", "ARM:COUN", "TRAC:POIN"):
+                try:
+                    value = int(float(arg))
+                except ValueError:
+                    continue
+                if head == "TRIG:COUN":
+                    self._trig_count = value
+                elif head == "ARM:COUN":
+                    self._arm_count = value
+                else:
+                    self._trace_points = value
+
+    def reply_rule(self, command: str) -> Callable[[str], str | None] | None:
+        """The check of ``command``'s reply (see :mod:`instruments.replies`); for a
+        ``;``-joined message, that of its one query. Cached per command until a write
+        changes what a reading query answers."""
+        cache = self._rule_cache
+        try:
+            return cache[command]
+        except KeyError:
+            pass
+        if len(cache) > 256:
+            cache.clear()
+        rule = cache[command] = self._make_rule(command)
+        return rule
+
+    def _make_rule(self, command: str) -> Callable[[str], str | None] | None:
+        if ";" in command:
+            queries = [h for h, _ in replies.scpi_commands(command) if h.endswith("?")]
+            if len(queries) != 1:
+                return None
+            head = queries[0]
+        else:
+            head = replies.scpi_header(command)
+        rule = _RULES.get(head)
+        if rule is not None:
+            return rule
+        if head in _READING_QUERIES:
+            points = self._trig_count * self._arm_count
+            return replies.numbers(self._elements * points,
+                                   f"{points} readings of {self._elements} elements")
+        if head == "TRAC:DATA?":
+            if self._trace_points is None:
+                return replies.numbers_multiple(self._elements, self._elements
+                                                * MAX_LIST_POINTS, "trace readings")
+            return replies.numbers(self._elements * self._trace_points,
+                                   f"{self._trace_points} trace points of "
+                                   f"{self._elements} elements")
+        if head.endswith(":AUTO?"):
+            return replies.flag
+        if head.endswith(("NPLC?", ":RANG?", ":PROT?", ":DEL?", "SOUR:CURR?", "SOUR:VOLT?")):
+            return replies.number
+        return None
 
     # -- host-paced --------------------------------------------------------------------
     def prepare_current_source(self, *, compliance_v: float, nplc: float = 1.0) -> None:
@@ -249,53 +400,193 @@ class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
         if errors:
             raise InstrumentReportedError(self.name, errors)
 
-    def shutdown(self, ramp_step_a: float | None = None, ramp_delay_s: float | None = None
-                 ) -> None:
-        """Abort any sweep, ramp the source to 0 in steps of at most ``ramp_step_a`` (A)
-        with ``ramp_delay_s`` (s) between them, and turn the output off.
+    def check_set_errors(self) -> list:
+        """pymeasure's hook after a property set with ``check_set_errors=True``: the
+        error queue, raising :class:`InstrumentReportedError` with the instrument's texts.
+        (Not enabled on the host-paced ``source_current``: it would double the round
+        trips per point; batches end with :meth:`check_errors_raise` instead.)"""
+        self.check_errors_raise()
+        return []
 
-        The output goes off even if the ramp fails (a garbled reply, a lost link that
-        came back): a source left on is worse than one switched off at a level. Returns
-        once the instrument confirms the output is off (:OUTP? is 0).
+    # -- the present state ---------------------------------------------------------------
+    def present_state(self) -> SourceState:
+        """(output on, source function ``CURR``/``VOLT``, fixed level in A or V) as the
+        instrument answers ``:OUTP?``, ``:SOUR:FUNC?`` and ``:SOUR:CURR?`` / ``:SOUR:VOLT?``
+        (each reply checked)."""
+        with self.lock:
+            output_on = self.ask(":OUTP?").strip() == "1"
+            function = self.ask(":SOUR:FUNC?").strip().upper()
+            level = float(self.ask(f":SOUR:{function}?"))
+        return SourceState(output_on, function, level)
+
+    def ramp_to(self, level_a: float, step_a: float | None = None,
+                delay_s: float | None = None) -> float:
+        """Move the current source from its present level (read back first) to
+        ``level_a`` (A) in steps of at most ``step_a`` (A; default :attr:`ramp_step_a`),
+        ``delay_s`` (s) apart; returns the level reached. The fixed level is what moves
+        (after a list sweep the source is back at it).
+
+        A voltage source (``:SOUR:FUNC VOLT``, the reset state) sources no current: with
+        its output off there is nothing to ramp, and ``ramp_to(0.0)`` returns at once;
+        with its output on, ``ramp_to(0.0)`` first ramps the voltage to 0 in steps of
+        :attr:`ramp_step_v`. Any other target needs a current source
+        (:class:`InstrumentError`). Not protected from Ctrl-C: an interrupted ramp
+        stops where it is and :meth:`shutdown` ramps down from there.
+        """
+        step = self.ramp_step_a if step_a is None else step_a
+        delay = self.ramp_delay_s if delay_s is None else delay_s
+        _check_currents([level_a])
+        if not step > 0:
+            raise ValueError(f"step_a must be > 0 A, got {step!r}")
+        with self.lock:
+            state = self.present_state()
+            if state.function == "CURR":
+                function, levels = "CURR", ramp_levels(state.level, step, level_a)
+            elif level_a == 0.0:
+                levels = ramp_levels(state.level, self.ramp_step_v) if state.output_on else []
+                function = "VOLT"
+            else:
+                raise InstrumentError(f"{self.name}: ramp_to({level_a:g}) needs a current "
+                                      f"source, the source function is {state.function}")
+            for value in levels:
+                self.write(f":SOUR:{function} {value:.9g}")
+                if delay > 0:
+                    time.sleep(delay)
+        return float(level_a)
+
+    def configuration(self) -> dict[str, Any]:
+        """The settings worth recording with a session, read from the instrument: source
+        function, source level (A or V), voltage compliance (V), NPLC, output on. A
+        setting that cannot be read is ``"unreadable: <why>"``."""
+        out: dict[str, Any] = {}
+        reads: dict[str, tuple[str, Callable[[str], Any]]] = {
+            "source_function": (":SOUR:FUNC?", lambda r: r.strip().upper()),
+            "voltage_compliance_v": (":SENS:VOLT:PROT?", float),
+            "nplc": (":SENS:VOLT:NPLC?", float),
+            "output": (":OUTP?", lambda r: r.strip() == "1"),
+        }
+        with self.lock:
+            for key, (query, cast) in reads.items():
+                out[key] = read_setting(self, query, cast)
+            function = out["source_function"]
+            if function in ("CURR", "VOLT"):
+                out["source_level"] = read_setting(self, f":SOUR:{function}?", float)
+        return out
+
+    # -- shutdown ------------------------------------------------------------------------
+    def shutdown(self, ramp_step_a: float | None = None, ramp_delay_s: float | None = None
+                 ) -> SafeStateReport:
+        """Bring the source to a confirmed safe state; returns a :class:`SafeStateReport`.
+
+        If the last exchange failed (a stale or garbled reply, a timeout, an interrupt,
+        a lost link) the link is resynced first. Then: abort any sweep, read the source
+        function, leave list mode, read the present level (resync and start again once if
+        any of that fails), ramp the level to 0 in steps of at most ``ramp_step_a`` (A;
+        ``ramp_step_v`` for a voltage source) with ``ramp_delay_s`` (s) between them,
+        turn the output off, and confirm: ``:OUTP?`` must answer 0 and ``:SOUR:CURR?`` 0 A
+        (retried once after a resync, with the output turned off again). The output is
+        turned off even if the ramp failed: a source left on is worse than one switched
+        off at a level.
+
+        Never raises for the instrument's sake: what went wrong is in ``problems`` and
+        ``confirmed`` says whether the instrument read back safe (also logged as an error
+        when not). Ctrl-C and SIGTERM during the shutdown are held until it is done and
+        then re-raised (:func:`~instruments.transport.interrupts_deferred`); a
+        ``KeyboardInterrupt`` raised inside a step anyway (from a hook) repeats that step
+        (each step is idempotent) and is re-raised at the end; :attr:`last_shutdown`
+        keeps the report then.
         """
         step = self.ramp_step_a if ramp_step_a is None else ramp_step_a
         delay = self.ramp_delay_s if ramp_delay_s is None else ramp_delay_s
         if not step > 0:
             raise ValueError(f"ramp_step_a must be > 0 A, got {step!r}")
-        with self.lock:
-            try:
-                self.write(":ABOR")
-                function = self.ask(":SOUR:FUNC?").strip().strip('"').upper()
-                if function.startswith("VOLT"):
-                    self._ramp_to_zero("VOLT", self.ramp_step_v, delay)
-                else:
-                    self._ramp_to_zero("CURR", step, delay)
-            finally:
-                self.write(":OUTP OFF")
-                self._list_role, self._list_points = "master", None
-            state = self.ask(":OUTP?").strip()
-        if state not in ("0", "OFF"):
-            raise InstrumentError(f"{self.name}: output still on after :OUTP OFF "
-                                  f"(:OUTP? answered {state!r})")
-        Instrument.shutdown(self)
+        report = SafeStateReport(self.name)
+        self.last_shutdown = report
+        try:
+            with self.lock, interrupts_deferred() as pending:
+                def steady(fn, *args):
+                    return call_through_interrupts(pending, fn, *args)
 
-    def safe_off(self) -> None:
+                if self.link_suspect:
+                    self._resync_noted(report, f"the last exchange failed ({self.link_suspect})")
+                try:
+                    steady(self.write, ":ABOR")
+                except InstrumentError as exc:
+                    report.problems.append(f":ABOR: {exc}")
+                function = self._ramp_down(report, steady, step, delay)
+                self._output_off(report, steady)
+                self._confirm_off(report, steady, function, step, delay)
+        finally:
+            self._list_role, self._list_points = "master", None
+            if not report.confirmed:
+                log.error("%s: shutdown NOT confirmed: %s", self.name,
+                          "; ".join(report.problems) or "no reason recorded")
+        Instrument.shutdown(self)
+        return report
+
+    def safe_off(self) -> SafeStateReport:
         """:meth:`shutdown` with the class defaults :attr:`ramp_step_a` and
         :attr:`ramp_delay_s`."""
-        self.shutdown()
+        return self.shutdown()
 
-    def _ramp_to_zero(self, function: str, step: float, delay: float) -> None:
-        # In list mode the fixed level does not drive the output: leave it first.
-        self.write(f":SOUR:{function}:MODE FIX")
-        reply = self.ask(f":SOUR:{function}?")
+    def _ramp_down(self, report: SafeStateReport, steady, step: float, delay: float
+                   ) -> str | None:
+        """Read the present state and ramp its level to 0; the function, None if unread."""
+        function = None
+        for attempt in range(2):
+            try:
+                function = steady(self.ask, ":SOUR:FUNC?").strip().upper()
+                # In list mode the fixed level does not drive the output: leave it first.
+                steady(self.write, f":SOUR:{function}:MODE FIX")
+                level = float(steady(self.ask, f":SOUR:{function}?"))
+                report.last_level = level
+                report.state["before"] = {"function": function, "level": level}
+                size = step if function == "CURR" else self.ramp_step_v
+                for value in ramp_levels(level, size):
+                    steady(self.write, f":SOUR:{function} {value:.9g}")
+                    report.last_level = value
+                    if delay > 0:
+                        time.sleep(delay)
+                return function
+            except InstrumentError as exc:
+                level = "unknown" if report.last_level is None else f"{report.last_level:.9g}"
+                report.problems.append(f"ramp to 0 stopped (level {level}): {exc}")
+                if attempt or not self._resync_noted(report, "to ramp down"):
+                    return function
+        return function
+
+    def _output_off(self, report: SafeStateReport, steady) -> None:
         try:
-            level = float(reply)
-        except ValueError:
-            raise GarbledReply(self.name, reply, "expected the source level") from None
-        for value in ramp_levels(level, step):
-            self.write(f":SOUR:{function} {value:.9g}")
-            if delay > 0:
-                time.sleep(delay)
+            steady(self.write, ":OUTP OFF")
+        except InstrumentError as exc:
+            report.problems.append(f":OUTP OFF: {exc}")
+            if self._resync_noted(report, "to turn the output off"):
+                try:
+                    steady(self.write, ":OUTP OFF")
+                except InstrumentError as again:
+                    report.problems.append(f":OUTP OFF after a resync: {again}")
+
+    def _confirm_off(self, report: SafeStateReport, steady, function: str | None,
+                     step: float, delay: float) -> None:
+        levels = [":SOUR:CURR?"] + ([":SOUR:VOLT?"] if function == "VOLT" else [])
+        for attempt in range(2):
+            try:
+                output = steady(self.ask, ":OUTP?").strip()
+                read = {q: float(steady(self.ask, q)) for q in levels}
+                report.state["after"] = {":OUTP?": output, **read}
+                report.last_level = read[levels[-1]]
+                if output == "0" and all(v == 0.0 for v in read.values()):
+                    report.confirmed = True
+                    return
+                report.problems.append(f"not safe after :OUTP OFF: :OUTP? {output}, "
+                                       + ", ".join(f"{q} {v:g}" for q, v in read.items()))
+            except InstrumentError as exc:
+                report.problems.append(f"confirming the safe state: {exc}")
+            if attempt or not self._resync_noted(report, "to confirm the safe state"):
+                return
+            # Once more on the realigned link: ramp what is left to 0, output off, read back.
+            function = self._ramp_down(report, steady, step, delay) or function
+            self._output_off(report, steady)
 
 
 def _check_currents(values) -> None:

@@ -2,14 +2,50 @@
 
 Every command answers ``<errcode>,<async id>,<text>``; a non-zero errcode raises
 :class:`InstrumentReportedError` carrying the prober's text. Dies are (column, row),
-1-based. Units: um.
+1-based. Every reply is checked against what its command answers
+(:meth:`Prober.reply_rule`); :meth:`Prober.configuration` reads the chuck state and die.
+Units: um.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from pymeasure.instruments import Instrument
 
-from instruments.transport import GarbledReply, InstrumentReportedError, LockedInstrumentMixin
+from instruments import replies
+from instruments.transport import (
+    GarbledReply,
+    InstrumentReportedError,
+    LockedInstrumentMixin,
+    read_setting,
+)
+
+# The text of a successful (errcode 0) reply, per command (lower case).
+_TEXT_RULES: dict[str, Callable[[str], str | None]] = {
+    "move_chuck_contact": replies.exactly(""),
+    "move_chuck_separation": replies.exactly(""),
+    "get_chuck_z_state": replies.one_of("CONTACT", "SEPARATION"),
+    "map:step_die": replies.fields(replies.integer, replies.integer),
+    "map:step_next_die": replies.fields(replies.integer, replies.integer),
+    "map:die:get_current_index": replies.fields(replies.integer, replies.integer),
+    "get_chuck_xy": replies.fields(replies.number, replies.number),
+}
+
+
+def _reply_check(text_rule: Callable[[str], str | None] | None) -> Callable[[str], str | None]:
+    def check(reply: str) -> str | None:
+        code, sep, rest = reply.strip().partition(",")
+        _async_id, sep2, text = rest.partition(",")
+        if not (sep and sep2) or replies.integer(code) or replies.integer(_async_id):
+            return "expected <errcode>,<async id>,<text>"
+        if int(float(code)) != 0 or text_rule is None:
+            return None  # an error's text is the prober's own message
+        why = text_rule(text)
+        return None if why is None else f"text: {why}"
+
+    return check
 
 
 class Prober(LockedInstrumentMixin, Instrument):
@@ -22,6 +58,34 @@ class Prober(LockedInstrumentMixin, Instrument):
 
     id = Instrument.measurement("*IDN?", """Get the identification (str).""",
                                 cast=str, maxsplit=0)
+
+    def reply_rule(self, command: str) -> Callable[[str], str | None] | None:
+        """The check of ``command``'s reply (docs/wire-protocols.md)."""
+        words = command.strip().split(None, 1)
+        head = words[0].lower() if words else ""
+        if head == "*idn?":
+            return replies.text
+        return _reply_check(_TEXT_RULES.get(head))
+
+    def configuration(self) -> dict[str, Any]:
+        """The settings worth recording: chuck state (``contact``/``separation``), die
+        [col, row] and chuck position [x, y] (um); ``"unreadable: <why>"`` for one that
+        cannot be read."""
+        with self.lock:
+            return {
+                "chuck": read_setting(self, "get_chuck_z_state", self._text),
+                "die": read_setting(self, "map:die:get_current_index",
+                                    lambda r: list(self._pair(self._text(r), int))),
+                "position_um": read_setting(self, "get_chuck_xy",
+                                            lambda r: list(self._pair(self._text(r), float))),
+            }
+
+    def _text(self, reply: str) -> str:
+        code, _, rest = reply.strip().partition(",")
+        text = rest.partition(",")[2]
+        if int(float(code)) != 0:
+            raise InstrumentReportedError(self.name, [(int(float(code)), text)])
+        return text
 
     def command(self, command: str) -> str:
         """Send a remote command; its reply text, or :class:`InstrumentReportedError`."""

@@ -10,7 +10,12 @@ lines, see :class:`WireLog`):
   log it (the command as the driver passed it, without terminator; bytes written as
   ``decode("ascii", "backslashreplace")``);
 * every text read returns the next recorded ``r`` entry; every binary read the next ``rb``
-  entry's bytes (a read of a different byte count than was recorded is a divergence);
+  entry's bytes (a read of a different byte count than was recorded is a divergence); a
+  text read that meets an ``rb`` entry replays the garbled reply it recorded (the
+  transports log a non-ASCII text reply as its bytes) and raises the same
+  :class:`GarbledReply`;
+* unsolicited bytes the recorded transport found waiting before a write (``x`` entries)
+  are found again at the same place, so the replay raises the same :class:`StaleReply`;
 * anything else (a write where a reply was recorded, a read where a write was recorded, a
   text read where a binary one was recorded, the end of the log) raises
   :class:`WireDivergence`, naming the instrument, the position, and both versions.
@@ -44,9 +49,15 @@ from typing import Any
 
 from pymeasure.adapters import Adapter
 
-from instruments.transport import InstrumentError, InstrumentTimeout, TransportMixin, WireLog
+from instruments.transport import (
+    GarbledReply,
+    InstrumentError,
+    InstrumentTimeout,
+    TransportMixin,
+    WireLog,
+)
 
-_KINDS = ("w", "r", "rb")
+_KINDS = ("w", "r", "rb", "x")
 #: A recorded gap of at least this fraction of the timeout counts as a timed-out read.
 TIMEOUT_EVIDENCE = 0.9
 
@@ -126,7 +137,8 @@ class WireEntry:
         assert isinstance(data, bytes)
         shown = data if len(data) <= 40 else data[:40]
         more = "..." if len(data) > 40 else ""
-        return f"binary reply of {len(data)} bytes {shown!r}{more}"
+        what = "unsolicited bytes (discarded)" if self.kind == "x" else "binary reply"
+        return f"{what} of {len(data)} bytes {shown!r}{more}"
 
 
 def load_wire_log(path: str | os.PathLike[str]) -> list[WireEntry]:
@@ -155,11 +167,11 @@ def load_wire_log(path: str | os.PathLike[str]) -> list[WireEntry]:
                              f"got {item!r}")
         kind = kinds[0]
         value: str | bytes = item[kind]
-        if kind == "rb":
+        if kind in ("rb", "x"):
             try:
                 value = base64.b64decode(item[kind], validate=True)
             except binascii.Error as exc:
-                raise ValueError(f"{path}, line {n}: 'rb' is not base64: {exc}") from None
+                raise ValueError(f"{path}, line {n}: {kind!r} is not base64: {exc}") from None
         t = item.get("t")
         entries.append(WireEntry(kind, value, float(t) if isinstance(t, int | float) else None))
     return entries
@@ -235,6 +247,8 @@ class WireReplayTransport(TransportMixin, Adapter):
     waits); wire_log: optional :class:`WireLog` for the replay's own traffic;
     group: the :class:`ReplayGroup` it belongs to (default: a group of its own).
     """
+
+    resync_quiet_s = 0.0  # nothing arrives late in a replay: the drain ends at once
 
     def __init__(
         self,
@@ -314,7 +328,7 @@ class WireReplayTransport(TransportMixin, Adapter):
 
     def _take(self, entry: WireEntry) -> None:
         self.position += 1
-        self.consumed[entry.kind] += 1
+        self.consumed[entry.kind] = self.consumed.get(entry.kind, 0) + 1
 
     def leftover(self) -> WireDivergence | None:
         """A divergence for the first recorded message not replayed, or None."""
@@ -341,6 +355,17 @@ class WireReplayTransport(TransportMixin, Adapter):
         self._expect_write(data.decode("ascii", "backslashreplace"))
 
     def _recv_text(self) -> str:
+        entry = self._next()
+        if entry is not None and entry.kind == "rb":
+            # The recorded run got a reply that was not ASCII text: the same GarbledReply.
+            assert isinstance(entry.value, bytes)
+            try:
+                self._decode_reply(entry.value)
+            except GarbledReply:
+                self._take(entry)
+                raise
+            raise self._diverge(entry, "a text read", "the recorded run read these bytes "
+                                "as a binary reply")
         entry = self._expect_read("r", "a text read")
         self._take(entry)
         assert isinstance(entry.value, str)
@@ -363,6 +388,14 @@ class WireReplayTransport(TransportMixin, Adapter):
 
     def _link_dropped(self) -> bool:
         return False
+
+    def _poll_input(self) -> tuple[bytes, bool]:
+        entry = self._next()
+        if entry is not None and entry.kind == "x":
+            self._take(entry)
+            assert isinstance(entry.value, bytes)
+            return entry.value, False
+        return b"", False
 
     def _open_link(self) -> None:
         """Nothing to open: reconnecting leaves the replay where it is (the recorded

@@ -25,6 +25,7 @@ from instruments.transport import (
     WireLog,
     set_tcp_nodelay,
     socket_peer_closed,
+    take_waiting,
 )
 
 
@@ -64,7 +65,7 @@ class SerialTransport(TransportMixin, SerialAdapter):
                 **self._serial_kwargs,
             )
         except (serial.SerialException, OSError, ValueError) as exc:
-            raise InstrumentConnectionError(f"{self.url}: cannot open: {exc}") from exc
+            raise InstrumentConnectionError(f"{self.who}: cannot open: {exc}") from exc
         sock = self._tcp_socket(conn)
         if sock is not None:
             self.nodelay = set_tcp_nodelay(sock)
@@ -103,7 +104,7 @@ class SerialTransport(TransportMixin, SerialAdapter):
         line = self.connection.read_until(b"\n")
         if not line.endswith(b"\n"):
             raise InstrumentTimeout(self.url, self._timeout_s, partial=line)
-        return line[:-1].rstrip(b"\r").decode("ascii", "replace")
+        return self._decode_reply(line[:-1])
 
     def _recv_bytes(self, count: int, break_on_termchar: bool) -> bytes:
         if count < 0:
@@ -124,6 +125,20 @@ class SerialTransport(TransportMixin, SerialAdapter):
     def _link_dropped(self) -> bool:
         sock = self._tcp_socket(self.connection)
         return sock is not None and socket_peer_closed(sock)
+
+    def _poll_input(self) -> tuple[bytes, bool]:
+        # pyserial reads line by line without buffering ahead, so whatever is waiting is
+        # in the socket or the tty's input queue: one non-blocking recv, or one ioctl.
+        sock = self._tcp_socket(self.connection)
+        if sock is not None:
+            return take_waiting(sock)
+        conn = self.connection
+        if not conn.is_open:
+            return b"", True
+        chunks = []
+        while waiting := conn.in_waiting:
+            chunks.append(conn.read(waiting))
+        return b"".join(chunks), False
 
     def _apply_timeout(self, seconds: float) -> None:
         self.connection.timeout = seconds

@@ -3,24 +3,48 @@
 Channels are named ``<slot><row><column>`` (``1A01``: slot 1, row A, column 01); a channel
 list is a Python list of names or one comma-separated string. Every switching command is
 followed by an error-queue check (one round trip): the matrix refuses a forbidden or
-unknown channel silently, only its error queue tells.
+unknown channel silently, only its error queue tells. Every reply is checked against what
+its statement prints (:meth:`SwitchMatrix.reply_rule`); :meth:`SwitchMatrix.open_all`
+opens every channel and confirms that none is closed.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from pymeasure.instruments import Instrument
 
+from instruments import replies
 from instruments.transport import (
     GarbledReply,
+    InstrumentError,
     InstrumentReportedError,
     LockedInstrumentMixin,
+    SafeStateReport,
+    interrupts_deferred,
+    read_setting,
 )
 
 _CHANNEL = re.compile(r"^[1-9][A-Z]\d\d$")
 ALLSLOTS = "allslots"
+
+
+def _channels_or_nil(reply: str) -> str | None:
+    text = reply.strip()
+    if text == "nil" or all(_CHANNEL.match(n) for n in text.split(";")):
+        return None
+    return "expected ';'-separated channels or nil"
+
+
+_RULES: dict[str, Callable[[str], str | None]] = {
+    "*IDN?": replies.text,
+    "print(errorqueue.count)": replies.integer_in(range(0, 1 << 31)),
+    "print(errorqueue.next())": replies.fields(replies.integer, replies.text,
+                                               replies.integer, replies.integer,
+                                               separator="\t"),
+}
 
 
 def channel_list(channels: str | Iterable[str], *, allslots: bool = False) -> str:
@@ -50,6 +74,13 @@ class SwitchMatrix(LockedInstrumentMixin, Instrument):
     def __init__(self, adapter, name: str = "switch matrix", **kwargs):
         super().__init__(adapter, name, includeSCPI=False, **kwargs)
 
+    def reply_rule(self, command: str) -> Callable[[str], str | None] | None:
+        """The check of ``command``'s reply (docs/wire-protocols.md)."""
+        statement = command.strip()
+        if statement.startswith(("print(channel.getclose(", "print(channel.getforbidden(")):
+            return _channels_or_nil
+        return _RULES.get(statement)
+
     id = Instrument.measurement("*IDN?", """Get the identification (str).""",
                                 cast=str, maxsplit=0)
 
@@ -72,6 +103,45 @@ class SwitchMatrix(LockedInstrumentMixin, Instrument):
     def closed(self) -> list[str]:
         """The closed channels, sorted."""
         return self._list_query('print(channel.getclose("allslots"))')
+
+    def open_all(self) -> SafeStateReport:
+        """Open every channel and confirm that the matrix reports none closed (resyncing
+        first if the last exchange failed, and once more if that fails); never raises
+        for the matrix's sake. Ctrl-C and SIGTERM wait until it is done."""
+        report = SafeStateReport(self.name)
+        with self.lock, interrupts_deferred():
+            if self.link_suspect:
+                self._resync_noted(report, f"the last exchange failed ({self.link_suspect})")
+            for attempt in range(2):
+                try:
+                    self.open(ALLSLOTS)
+                    closed = self.closed()
+                    report.state = {"closed": closed}
+                    if not closed:
+                        report.confirmed = True
+                        break
+                    report.problems.append(f"still closed after opening all: {closed}")
+                except InstrumentError as exc:
+                    report.problems.append(f"opening every channel: {exc}")
+                if attempt or not self._resync_noted(report, "to open every channel"):
+                    break
+        return report
+
+    def shutdown(self) -> SafeStateReport:
+        """:meth:`open_all`, then pymeasure's shutdown bookkeeping."""
+        report = self.open_all()
+        Instrument.shutdown(self)
+        return report
+
+    def configuration(self) -> dict[str, Any]:
+        """The settings worth recording: closed and forbidden channels (sorted lists);
+        ``"unreadable: <why>"`` for one that cannot be read."""
+        with self.lock:
+            return {
+                "closed": read_setting(self, 'print(channel.getclose("allslots"))', _names),
+                "forbidden": read_setting(self, 'print(channel.getforbidden("allslots"))',
+                                          _names),
+            }
 
     def set_forbidden(self, channels: str | Iterable[str]) -> None:
         """Forbid closing ``channels`` until cleared or reset."""
@@ -124,3 +194,8 @@ class SwitchMatrix(LockedInstrumentMixin, Instrument):
         if not all(_CHANNEL.match(n) for n in names):
             raise GarbledReply(self.name, reply, "expected ';'-separated channels or nil")
         return names
+
+
+def _names(reply: str) -> list[str]:
+    text = reply.strip()
+    return [] if text == "nil" else text.split(";")

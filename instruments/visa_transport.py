@@ -34,6 +34,7 @@ from instruments.transport import (
     WireLog,
     set_tcp_nodelay,
     socket_peer_closed,
+    take_waiting,
 )
 
 # VISA status codes that mean the link itself is gone, not a slow instrument.
@@ -75,6 +76,7 @@ class VisaTransport(TransportMixin, VISAAdapter):
         self.nodelay_requested = nodelay
         self.nodelay: bool | None = None
         self._socket: socket.socket | None = None
+        self._session: Any = None
         ms = _ms(timeout_s)
         self._open_kwargs: dict[str, Any] = {
             "read_termination": "\n",
@@ -87,7 +89,7 @@ class VisaTransport(TransportMixin, VISAAdapter):
             super().__init__(resource_name, visa_library, **self._open_kwargs)
         except Exception as exc:
             raise InstrumentConnectionError(
-                f"{resource_name}: cannot open ({exc}) within {timeout_s:g} s"
+                f"{self.who}: cannot open ({exc}) within {timeout_s:g} s"
             ) from exc
         self._after_open()
 
@@ -97,11 +99,12 @@ class VisaTransport(TransportMixin, VISAAdapter):
             self.connection = self.manager.open_resource(self.resource_name, **self._open_kwargs)
         except Exception as exc:
             raise InstrumentConnectionError(
-                f"{self.resource_name}: cannot open ({exc}) within {self.timeout_s:g} s"
+                f"{self.who}: cannot open ({exc}) within {self.timeout_s:g} s"
             ) from exc
         self._after_open()
 
     def _after_open(self) -> None:
+        self._session = self._find_session()
         self._socket = self._find_socket()
         if self._socket is not None:
             # pyvisa-py connects without blocking and takes "writable" as success, so a
@@ -110,17 +113,20 @@ class VisaTransport(TransportMixin, VISAAdapter):
             if err:
                 self._close_link()
                 raise InstrumentConnectionError(
-                    f"{self.resource_name}: cannot connect: {os.strerror(err)}"
+                    f"{self.who}: cannot connect: {os.strerror(err)}"
                 )
         self.nodelay = self._disable_nagle() if self.nodelay_requested else False
 
+    def _find_session(self) -> Any:
+        """pyvisa-py's session object of the open resource, or None."""
+        try:
+            return self.connection.visalib.sessions[self.connection.session]
+        except Exception:  # another backend, or no session table: no session to reach
+            return None
+
     def _find_socket(self) -> socket.socket | None:
         """The TCP socket under a pyvisa-py raw-socket session, or None."""
-        try:
-            session = self.connection.visalib.sessions[self.connection.session]
-        except Exception:  # another backend, or no session table: no socket to reach
-            return None
-        sock = getattr(session, "interface", None)
+        sock = getattr(self._find_session(), "interface", None)
         return sock if isinstance(sock, socket.socket) else None
 
     def _disable_nagle(self) -> bool | None:
@@ -145,12 +151,12 @@ class VisaTransport(TransportMixin, VISAAdapter):
             return False
 
     def _close_link(self) -> None:
-        self._socket = None
+        self._socket = self._session = None
         self.connection.close()
 
     def close(self) -> None:
         """Close the connection (idempotent)."""
-        self._socket = None
+        self._socket = self._session = None
         if getattr(self, "connection", None) is None:
             return
         try:
@@ -167,11 +173,14 @@ class VisaTransport(TransportMixin, VISAAdapter):
 
     def _recv_text(self) -> str:
         try:
-            return VISAAdapter._read(self)
+            raw = self.connection.read_raw()
         except pyvisa.errors.VisaIOError as exc:
             if exc.error_code == StatusCode.error_timeout:
                 raise InstrumentTimeout(self.resource_name, self.timeout_s) from None
             raise
+        # Decoded here, not by pyvisa: a non-ASCII reply is a GarbledReply naming the
+        # instrument and command, not a bare UnicodeDecodeError.
+        return self._decode_reply(raw[:-1] if raw.endswith(b"\n") else raw)
 
     def _recv_bytes(self, count: int, break_on_termchar: bool) -> bytes:
         try:
@@ -189,6 +198,32 @@ class VisaTransport(TransportMixin, VISAAdapter):
 
     def _link_dropped(self) -> bool:
         return self._socket is not None and socket_peer_closed(self._socket)
+
+    def _poll_input(self) -> tuple[bytes, bool]:
+        # pyvisa-py keeps what arrived after a reply's terminator in the session's
+        # pending buffer: a duplicate that came in the same segment waits there, not in
+        # the socket. Other backends (no socket found): nothing can be polled.
+        session = self._session
+        pending = getattr(session, "_pending_buffer", None)
+        held = b""
+        if pending:
+            held = bytes(pending)
+            pending.clear()
+        if self._socket is None:
+            return held, False
+        data, dropped = take_waiting(self._socket)
+        return held + data, dropped
+
+    def _restore_link(self) -> None:
+        # A raw socket has no device clear (pyvisa-py's only drains it): reopen. Sessions
+        # with a real device clear (VXI-11, GPIB, USBTMC) get one, else a reopen.
+        if self._socket is not None or self.resource_name.upper().endswith("::SOCKET"):
+            self.reconnect()
+            return
+        try:
+            self.connection.clear()
+        except Exception:  # noqa: BLE001 - no device clear here: reopen instead
+            self.reconnect()
 
     def _apply_timeout(self, seconds: float) -> None:
         self._open_kwargs["timeout"] = _ms(seconds)

@@ -22,7 +22,7 @@ COMMANDS = [
     (("replay",), "labctl.commands.replay", "replay a recorded session offline"),
     (("report",), "labctl.commands.report", "plots of a recorded session"),
     (("bench",), "labctl.commands.bench", "benchmarks (not part of the test suite)"),
-    (("sim", "serve"), "simulators.serve", "serve the simulated probe station on loopback"),
+    (("sim", "serve"), "labctl.commands.sim_serve", "serve a simulated bench on loopback"),
 ]
 
 
@@ -70,14 +70,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args._run(args)
     except KeyboardInterrupt as exc:
-        print(
-            f"labctl: interrupted ({exc or 'Ctrl-C'}); the session is kept",
-            file=sys.stderr,
-        )
+        session = getattr(exc, "labctl_session", None)
+        kept = f"session {session.name} kept ({session})" if session else "nothing recorded"
+        _tell(f"labctl: interrupted ({exc or 'SIGINT'}); {kept}")
         return 130
     except (ValueError, OSError, RuntimeError, InstrumentError, RecordError) as exc:
-        print(f"labctl: error: {exc}", file=sys.stderr)
+        session = getattr(exc, "labctl_session", None)
+        _tell(f"labctl: error: {exc}" + (f" (session {session.name} kept)" if session else ""))
         return 2
+
+
+def _tell(message: str) -> None:
+    """Print to stderr; after SIGHUP the terminal may be gone, and that must not matter."""
+    try:
+        print(message, file=sys.stderr, flush=True)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
 """The engine: runs plans' intents against a station, inside the safety envelope.
 
-Work is grouped by device configuration: a :class:`Sweep` of pair k connects that pair
-once, then runs all its points as one list sweep (SMU A the trigger master, SMU B stepping
-on A's trigger-link pulses, the ADC taking one sample per pulse), so that N points cost
-ceil(N/100) list commands and a handful of round trips. Instruments without list support
-(as their drivers declare) are driven point by point from the host instead.
+The engine is written against :class:`protocols.station.StationInterface`. Work is
+grouped by device configuration: a :class:`Sweep` of pair k connects that pair once, then
+runs all its points as one list sweep (the wiring's trigger master pacing the other SMU
+channel and the ADC, which takes one sample per step), so that N points cost ceil(N/100)
+list commands and a handful of round trips. Stations whose instruments cannot (as they
+declare in :meth:`capabilities`) are driven point by point from the host instead.
 
 Every Sweep is checked by the :class:`SafetyEnvelope` before any instrument sees it;
 points are sorted by current and padded with ramp points to and from zero. Compliance
@@ -25,6 +26,7 @@ import numpy as np
 
 from protocols.intents import Checkpoint, Plan, Pulse, Sweep, SweepResult
 from protocols.safety import MAX_LIST_POINTS, SafetyEnvelope, SafetyViolation
+from protocols.station import StationInterface
 
 
 @dataclass
@@ -39,17 +41,17 @@ class EngineStats:
 
 
 class Engine:
-    """Runs plans on a station (see ``labctl.station.Station``).
+    """Runs plans on a station.
 
-    mode: "list", "host" or "auto" (list when both SMUs declare list sweeps and trigger
-    link and the ADC declares triggered acquisition); nplc: SMU integration in power-line
+    mode: "list", "host" or "auto" (list when the station's capabilities declare list
+    sweeps); nplc: SMU integration in power-line
     cycles; adc_gain: the differential amplifier's gain; on_checkpoint: called with each
     :class:`Checkpoint` a plan yields.
     """
 
     def __init__(
         self,
-        station,
+        station: StationInterface,
         *,
         mode: str = "auto",
         nplc: float = 1.0,
@@ -59,15 +61,15 @@ class Engine:
         if mode not in ("auto", "list", "host"):
             raise ValueError(f"engine mode must be auto, list or host, got {mode!r}")
         self.station = station
-        self.envelope = SafetyEnvelope(station.config)
+        self.envelope = SafetyEnvelope(station.wiring)
         self.nplc = nplc
         self.adc_gain = adc_gain
         self.on_checkpoint = on_checkpoint
-        list_capable = station.supports_list_sweeps()
+        list_capable = station.capabilities().list_sweep
         if mode == "list" and not list_capable:
             raise ValueError(
-                "list mode asked for, but the station's drivers do not declare "
-                "list sweeps with trigger link"
+                "list mode asked for, but the station's instruments do not declare "
+                "list sweeps on the trigger cabling"
             )
         self.mode = ("list" if list_capable else "host") if mode == "auto" else mode
         self.stats = EngineStats()
@@ -111,26 +113,29 @@ class Engine:
                 f"ramps; a list holds at most {MAX_LIST_POINTS}"
             )
         self._prepare(sweep.pair)
-        if self.mode == "list":
-            raw = self.station.list_sweep(a, b, nplc=self.nplc)
-        else:
-            raw = self.station.host_sweep(a, b, nplc=self.nplc)
+        sweep_on = self.station.list_sweep if self.mode == "list" else self.station.host_sweep
+        raw = sweep_on(sweep.pair, a, b, nplc=self.nplc)
         self.stats.sweeps += 1
         self.stats.points += len(sweep)
         self.stats.padded_points += len(a)
         inverse = np.empty_like(order)
         inverse[order] = np.arange(len(order))
 
+        if len(raw.v_a) != len(a):
+            raise RuntimeError(
+                f"sweep of pair {sweep.pair}: {len(a)} steps asked, {len(raw.v_a)} read back"
+            )
+
         def pick(values):
             return np.asarray(values)[real][inverse]
 
         return SweepResult(
             sweep,
-            v_a=pick(raw["v_a"]),
-            v_b=pick(raw["v_b"]),
-            v_diff=pick(raw["v_diff"]),
-            compliance=pick(raw["compliance"]).astype(bool),
-            overrange=pick(raw["overrange"]).astype(bool),
+            v_a=pick(raw.v_a),
+            v_b=pick(raw.v_b),
+            v_diff=pick(raw.v_diff),
+            compliance=pick(raw.compliance).astype(bool),
+            overrange=pick(raw.overrange).astype(bool),
         )
 
     # -- pulses ----------------------------------------------------------------------
@@ -138,7 +143,7 @@ class Engine:
         # Every sweep's list ends on its ramp's 0 A and _prepare leaves fresh sources at
         # 0 A, so the SMUs on the buses carry nothing while the pulse is applied.
         self._prepare(pulse.pair)
-        self.station.adc.program_pulse(pulse.device, pulse.amplitude_v, pulse.width_s)
+        self.station.program_pulse(pulse.pair, pulse.device, pulse.amplitude_v, pulse.width_s)
         self.stats.pulses += 1
         return None
 

@@ -23,7 +23,7 @@ from the target and measures again, until both are within it. A pulse above the
 programming threshold V_th moves I_off by about k * sign(V) * (|V| - V_th) *
 sqrt(width / 1 us); the plan inverts that for the remaining error with its own estimate of
 k per device, which it corrects from each pulse's observed effect. Amplitudes never exceed
-``max_amplitude_v`` (pass the pair's ``compliance_v``: the engine's safety envelope
+``max_amplitude_v`` (pass the envelope's ``pulse_amplitude_limit_v(pair)``: it
 refuses anything beyond it anyway). A device that no longer moves under the strongest
 allowed pulse (its tuning range is exhausted) is given up on; the plan then returns a
 failed :class:`TuneResult` saying so, as it does when the pulse budget runs out.
@@ -285,12 +285,13 @@ def tune_pair(
     it cannot reach: the result says why).
 
     ``max_pulses`` counts the pulses of both devices together; each pulse lasts
-    ``width_s`` (s), its |amplitude| (V) is at most ``max_amplitude_v`` (pass the pair's
-    ``compliance_v``); ``threshold_v`` (V) and ``sensitivity_a_per_v`` (A/V for a 1 us
-    pulse) are the device's programming characteristics as the plan starts out believing
-    them. A device that moves less than a quarter of the prediction under the strongest
-    allowed pulse ``stall_limit`` times in a row is given up on. A Checkpoint "tuning" is
-    yielded after each measurement: iteration, both estimates and the pulses just applied.
+    ``width_s`` (s), its |amplitude| (V) is at most ``max_amplitude_v`` (pass the
+    envelope's pulse amplitude limit of the pair); ``threshold_v`` (V) and
+    ``sensitivity_a_per_v`` (A/V for a 1 us pulse) are the device's programming
+    characteristics as the plan starts out believing them. A device that moves less than a
+    quarter of the prediction under the strongest allowed pulse ``stall_limit`` times in a
+    row is given up on. A Checkpoint "tuning" is yielded after each measurement:
+    iteration, both estimates and the pulses just applied.
     """
     if not (tolerance_a > 0 and width_s > 0 and sensitivity_a_per_v > 0 and max_pulses >= 0):
         raise ValueError("tolerance_a, width_s and sensitivity_a_per_v must be positive and "

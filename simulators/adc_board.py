@@ -1,10 +1,13 @@
 """Simulated differential amplifier + 24-bit ADC board (docs/wire-protocols.md).
 
-The board reads ``world.differential(channel)``: input 1 is V(bus B) - V(bus A), input 2
-is open. A reading is amplified by the gain, gets the ADC's noise (input-referred, so it is
-amplified too), is clipped at the ADC's +-10 V full scale and is divided back by the gain,
-so every value on the wire is input-referred (V). Its pulse generator applies programming
-pulses to the device on bus A or B (``world.program``). Units: V, s, S/s.
+The board reads ``world.differential(channel)``, the difference of the rows its input
+cable in the world's cabling names (on the default cabling input 1 is V(bus B) - V(bus A),
+input 2 is open). It takes triggered samples on the pulses that reach its trigger input,
+``(name, trigger_line)``, along the cabling's trigger cables. A reading is amplified by the
+gain, gets the ADC's noise (input-referred, so it is amplified too), is clipped at the
+ADC's +-10 V full scale and is divided back by the gain, so every value on the wire is
+input-referred (V). Its pulse generator applies programming pulses to the device on bus A
+or B (``world.program``). Units: V, s, S/s.
 
 The fixed command set is parsed here directly (no SCPI tree): header and one optional
 argument separated by whitespace, headers case-insensitive.
@@ -100,7 +103,16 @@ class SimAdcBoard:
     order by a command thread and deadlock.
     """
 
-    def __init__(self, world: StationWorld, *, serial: str = "ADC0001", trigger_line: int = 1):
+    def __init__(
+        self,
+        world: StationWorld,
+        *,
+        name: str | None = None,
+        serial: str = "ADC0001",
+        trigger_line: int = 1,
+    ):
+        # Its instrument name on the trigger link (default: the cabling's ADC name).
+        self.name = world.cabling.adc if name is None else name
         self.world = world
         self.serial = serial
         self.trigger_line = trigger_line
@@ -277,7 +289,7 @@ class SimAdcBoard:
         self.samples = []
         self.state = ARMED
         self._subscription = self.world.subscribe_trigger(
-            self.trigger_line, self._on_trigger, order=10
+            self.name, self.trigger_line, self._on_trigger, order=10
         )
 
     def _pulse(self, arg: str) -> None:

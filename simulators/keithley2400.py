@@ -1,9 +1,11 @@
 """Simulated Keithley 2400 SourceMeter: the SCPI subset pymeasure and labctl use.
 
-The instrument acts on the shared :class:`~simulators.world.StationWorld`: with the output
-on, its present source current is driven onto its bus with ``world.drive`` (the voltage
-compliance is ``:SENS:VOLT:PROT``), and turning the output off calls ``world.release``
-whatever the output-off state (the NORMal state sources 0 V, i.e. no device current).
+The instrument acts on the shared :class:`~simulators.world.StationWorld`: it is the SMU
+of one :class:`~simulators.cabling.SmuCable` of the world's cabling (its instrument name and
+the matrix row, its bus, that its output is cabled to). With the output on, its present
+source current is driven onto its bus with ``world.drive`` (the voltage compliance is
+``:SENS:VOLT:PROT``), and turning the output off calls ``world.release`` whatever the
+output-off state (the NORMal state sources 0 V, i.e. no device current).
 A reading is the bus voltage plus ``world.smu_noise(nplc)``, the actual current, V/I and
 a timestamp (s since ``*RST``) plus the status word. Units: A, V, Ohm, s.
 
@@ -43,14 +45,15 @@ Decisions where the simulator simplifies or has to choose:
   The level of step j is the fixed level (FIXed), list value j (LIST, wrapping), or the
   linear staircase start..stop over ``:SOUR:SWE:POIN`` (SWEep). After the sweep the
   source returns to the fixed (bias) level. With ``:TRIG:SOUR IMM`` the instrument is a
-  trigger-link master: per step it sets the level, pulses ``:TRIG:OLIN`` for output event
-  SOUR and DEL (before measuring) and SENS (after), measures, and spends
+  trigger-link master: per step it sets the level, pulses its output line ``:TRIG:OLIN``
+  (``world.pulse``: it reaches only what the cabling's trigger cables from that line lead
+  to) for output event SOUR and DEL (before measuring) and SENS (after), measures, and spends
   trigger delay + source delay + NPLC/line frequency + READING_OVERHEAD_S (times the
   repeat-filter count) of instrument time; starting the trigger model costs
   INITIATE_OVERHEAD_S, and a source level changed over the bus with the output on
   SOURCE_CHANGE_S (see those constants). With ``:TRIG:SOUR TLIN``, ``:INIT`` arms it on
-  ``:TRIG:ILIN``:
-  each pulse sets the next level and takes a reading (a slave spends no clock time: its
+  its input line ``:TRIG:ILIN`` (pulses arrive there only along trigger cables): each
+  pulse sets the next level and takes a reading (a slave spends no clock time: its
   integration overlaps its master's), and after the last one the source returns to bias
   in a late subscriber (order 20), so that acquirers (order 10) sample the last step too.
   The arm layer always passes immediately (``:ARM:SOUR`` is stored only).
@@ -78,6 +81,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from simulators import scpi
+from simulators.cabling import SmuCable
 from simulators.scpi import CommandTree, ErrorQueue, ScpiError, ScpiParser
 from simulators.world import StationWorld
 
@@ -227,11 +231,30 @@ class _Sweep:
 
 
 class SimKeithley2400:
-    """A Keithley 2400 SourceMeter on ``bus`` of ``world``, speaking SCPI line by line."""
+    """A Keithley 2400 SourceMeter cabled into ``world``, speaking SCPI line by line.
 
-    def __init__(self, world: StationWorld, bus: str, *, serial: str = "4000001"):
+    ``cable`` is its :class:`~simulators.cabling.SmuCable` in ``world.cabling`` (it gives
+    the instrument name, used on the trigger link, and the row it drives, ``bus``); a row
+    name ("A"/"B") stands for the cable of the SMU the cabling puts on that row. Raises
+    ValueError for a cable not in the world's cabling, an undriven row, or a channel other
+    than "1" (the 2400 has one).
+    """
+
+    def __init__(self, world: StationWorld, cable: SmuCable | str, *, serial: str = "4000001"):
+        if isinstance(cable, str):
+            found = world.cabling.smu_on_row(cable)
+            if found is None:
+                raise ValueError(f"no SMU is cabled to row {cable!r}")
+            cable = found
+        if cable not in world.cabling.smus:
+            raise ValueError(f"{cable} is not a cable of the world's cabling")
+        if cable.channel != "1":
+            raise ValueError(f"{cable.instrument}: a Keithley 2400 has one channel, '1', "
+                             f"not {cable.channel!r}")
         self.world = world
-        self.bus = bus
+        self.cable = cable
+        self.name = cable.instrument
+        self.bus = cable.row
         self.serial = serial
         self._lock = threading.Lock()
         self._sweep_done = threading.Condition(world.lock)
@@ -344,7 +367,7 @@ class SimKeithley2400:
         ohms = v_meas / i_act if ("RES" in funcs and i_act != 0.0) else NAN
         status = conf.status
         event = ME_READING_AVAILABLE
-        if state.in_compliance:
+        if state.in_compliance or self.fault_stuck_compliance:  # fault hook: stuck compliance
             status |= ST_COMPLIANCE
             event |= ME_COMPLIANCE
         self.events["MEAS"] |= event
@@ -398,10 +421,10 @@ class SimKeithley2400:
         for j, level in enumerate(self._levels(n)):
             self._drive(level)
             for _ in range(before):
-                pulse(line, j)
+                pulse(self.name, line, j)
             volts, amps, ohms, status = self._sample(level, conf)
             if after:
-                pulse(line, j)
+                pulse(self.name, line, j)
             if always_off:
                 self.world.release(self.bus)
             self._spend(conf.step_s)
@@ -420,9 +443,9 @@ class SimKeithley2400:
         line = int(self.cfg["trig_ilin"])
         self._sweep = sweep
         sweep.handles = [
-            self.world.subscribe_trigger(line, self._on_pulse, order=0),
+            self.world.subscribe_trigger(self.name, line, self._on_pulse, order=0),
             # After the acquirers (order 10): they must sample the last step too.
-            self.world.subscribe_trigger(line, self._after_pulse, order=20),
+            self.world.subscribe_trigger(self.name, line, self._after_pulse, order=20),
         ]
 
     def _on_pulse(self, step: int) -> None:
@@ -1264,3 +1287,12 @@ class SimKeithley2400:
         for pattern, set_, query in table:
             tree.add(pattern, set_, query)
         return tree
+
+    # -- fault hooks -------------------------------------------------------------------
+    # Used by simulators.faults (FaultSpec.stick_compliance_after); nothing else sets them.
+    fault_stuck_compliance: bool = False
+
+    def stick_compliance(self, on: bool = True) -> None:
+        """Fault: report compliance (status bit 3, value 8) in every reading while on."""
+        with self.world.lock:
+            self.fault_stuck_compliance = on

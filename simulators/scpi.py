@@ -33,6 +33,8 @@ commands costs one dictionary look-up per header.
 from __future__ import annotations
 
 import itertools
+import logging
+import math
 import re
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -74,9 +76,10 @@ ERROR_TEXTS: dict[int, str] = {
 Setter = Callable[[list[str]], None]
 Query = Callable[[list[str]], str]
 
-_NRF = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z")
+_NRF = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?\Z", re.ASCII)
 _NODE = re.compile(r"(\[)?:?(\*?[A-Za-z]+)(\d*)(?:\[(\d+)\])?(\])?")
 _CACHE_LIMIT = 4096
+log = logging.getLogger(__name__)
 
 
 class ScpiError(Exception):
@@ -157,13 +160,14 @@ def number(
     ``MIN``/``MAX`` give ``minimum``/``maximum`` (``lo``/``hi`` when those are None),
     ``DEF`` gives ``default``, ``UP``/``DOWN`` give ``up``/``down``; a keyword the command
     does not take is -224. Character data that is not a number is -104 (data type error),
-    a value outside ``[lo, hi]`` is -222 (data out of range).
+    a value outside ``[lo, hi]`` is -222 (data out of range), and so is a number too large
+    for a double (``1e309``: it would be inf).
     """
     text = arg.strip()
     if not text:
         raise ScpiError(-109)
     if _NRF.match(text):
-        value = float(text)
+        value = _finite(text)
         if (lo is not None and value < lo) or (hi is not None and value > hi):
             raise ScpiError(-222)
         return value
@@ -186,6 +190,14 @@ def number(
     raise ScpiError(-104)
 
 
+def _finite(text: str) -> float:
+    """An NRf string as a float; -222 when it overflows a double."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ScpiError(-222)
+    return value
+
+
 def integer(arg: str, lo: int, hi: int, *, default: int | None = None) -> int:
     """An integer argument: numbers are rounded as SCPI prescribes, then range-checked."""
     value = round(number(arg, default=default, minimum=lo, maximum=hi))
@@ -204,7 +216,7 @@ def boolean(arg: str) -> bool:
     if not text:
         raise ScpiError(-109)
     if _NRF.match(text):
-        return round(float(text)) != 0
+        return round(_finite(text)) != 0
     if text[0] in "'\"":
         raise ScpiError(-104)
     raise ScpiError(-224)
@@ -394,8 +406,10 @@ class ScpiParser:
                     command.set(args)
             except ScpiError as err:
                 self.errors.push(err.code, err.text)
-            except Exception as exc:  # a simulator bug must not take the server down
-                self.errors.push(-300, f"Device-specific error; {type(exc).__name__}: {exc}")
+            except Exception:  # a simulator bug must not take the server down
+                # Logged, not sent: no reply carries Python exception text.
+                log.exception("SCPI command %r failed", unit)
+                self.errors.push(-300)
         return ";".join(replies) if replies else None
 
     def _resolve(self, path: tuple[str, ...], header: str) -> tuple[Command, bool, tuple[str, ...]]:

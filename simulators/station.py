@@ -1,38 +1,78 @@
-"""The whole simulated probe station: one world, five instruments, served on loopback.
+"""The whole simulated probe station: one world, its instruments, served on loopback.
 
-SMU A and SMU B (Keithley 2400 SCPI), the switch matrix and the prober are served on
-loopback TCP sockets (VISA ``TCPIP::127.0.0.1::<port>::SOCKET``); the ADC board is served
-on a pseudo-terminal (its serial port) and, as a fallback for clients without pty support,
-on a TCP socket (pyserial ``socket://``). Both ADC endpoints talk to the same board.
+What is built and how it is cabled is a :class:`~simulators.cabling.Cabling` (default
+:data:`~simulators.cabling.DEFAULT_CABLING`: SMUs smu_a on row A and smu_b on row B, adc,
+switch, prober). Every SMU (a Keithley 2400, SCPI), the switch matrix and the prober are
+served on loopback TCP sockets (VISA ``TCPIP::127.0.0.1::<port>::SOCKET``); the ADC board
+is served on a pseudo-terminal (its serial port) and, as a fallback for clients without pty
+support, on a TCP socket (pyserial ``socket://``). Both ADC endpoints talk to the same board.
 """
 
 from __future__ import annotations
 
 import contextlib
 import socket
+from collections.abc import Mapping
 
 from simulators.adc_board import SimAdcBoard
+from simulators.cabling import DEFAULT_CABLING, Cabling
+from simulators.faults import FaultSpec, wrap
 from simulators.prober import SimProber
 from simulators.server import PtyServer, TcpServer
 from simulators.switch_matrix import SimSwitchMatrix
 from simulators.world import SimSettings, StationWorld
 
-#: Instrument names in the order their TCP ports are assigned from a port base.
-TCP_NAMES = ("smu_a", "smu_b", "adc_socket", "switch", "prober")
-NAMES = ("smu_a", "smu_b", "adc", "adc_socket", "switch", "prober")
+#: First serial number of the simulated SMUs; the i-th SMU of the cabling gets base + i.
+SMU_SERIAL_BASE = 4000001
+
+
+def tcp_names(cabling: Cabling) -> tuple[str, ...]:
+    """Names of the TCP endpoints in the order their ports are assigned from a port base:
+    the SMUs in cabling order, the ADC's socket endpoint ``<adc>_socket``, the switch
+    matrix, the prober."""
+    return (*cabling.smu_names, f"{cabling.adc}_socket", cabling.switch, cabling.prober)
+
+
+def resource_names(cabling: Cabling) -> tuple[str, ...]:
+    """Keys of :meth:`SimulatedStation.resources`, in order: the SMUs in cabling order, the
+    ADC (its pty), ``<adc>_socket``, the switch matrix, the prober."""
+    return (*cabling.smu_names, cabling.adc, f"{cabling.adc}_socket", cabling.switch,
+            cabling.prober)
+
+
+#: TCP endpoint and resource names of the default cabling.
+TCP_NAMES = tcp_names(DEFAULT_CABLING)
+NAMES = resource_names(DEFAULT_CABLING)
 
 
 class SimulatedStation:
     """A simulated station; ``start()`` serves it, ``stop()`` (or leaving ``with``) ends it.
 
-    ``port_base`` gives the TCP servers the fixed ports ``port_base + i`` in the order of
-    :data:`TCP_NAMES`; None (the default) takes ephemeral ports.
+    ``cabling`` names and cables the instruments (validated: a bad one raises ValueError);
+    one simulated Keithley 2400 is built per SMU cable, with serial numbers
+    :data:`SMU_SERIAL_BASE` + i in cabling order. ``port_base`` gives the TCP servers the
+    fixed ports ``port_base + i`` in the order of :func:`tcp_names` (SMUs in cabling order,
+    then the ADC socket, switch, prober: on the default cabling :data:`TCP_NAMES`); None
+    (the default) takes ephemeral ports. ``faults`` injects faults per instrument name
+    (:class:`~simulators.faults.FaultSpec`).
     """
 
-    def __init__(self, settings: SimSettings | None = None, *, port_base: int | None = None):
+    def __init__(
+        self,
+        settings: SimSettings | None = None,
+        *,
+        cabling: Cabling = DEFAULT_CABLING,
+        faults: Mapping[str, FaultSpec] | None = None,
+        port_base: int | None = None,
+    ):
         self.settings = settings or SimSettings()
+        self.cabling = cabling.validate()
+        self.faults = dict(faults or {})
+        unknown = sorted(set(self.faults) - set(self.cabling.instruments))
+        if unknown:
+            raise ValueError(f"faults for {unknown[0]!r}, which the cabling does not name")
         self.port_base = port_base
-        self.world = StationWorld(self.settings)
+        self.world = StationWorld(self.settings, self.cabling)
         self.instruments: dict[str, object] = {}
         self.servers: dict[str, TcpServer | PtyServer] = {}
         self._started = False
@@ -44,22 +84,26 @@ class SimulatedStation:
         # Imported here so this module imports before the SMU simulator exists.
         from simulators.keithley2400 import SimKeithley2400
 
-        world = self.world
-        adc = SimAdcBoard(world, trigger_line=1)
+        world, cabling = self.world, self.cabling
+        adc = SimAdcBoard(world, name=cabling.adc, trigger_line=1)
         self.instruments = {
-            "smu_a": SimKeithley2400(world, "A", serial="4000001"),
-            "smu_b": SimKeithley2400(world, "B", serial="4000002"),
-            "adc": adc,
-            "switch": SimSwitchMatrix(world),
-            "prober": SimProber(world),
+            cable.instrument: SimKeithley2400(world, cable, serial=str(SMU_SERIAL_BASE + i))
+            for i, cable in enumerate(cabling.smus)
         }
-        backing = {"smu_a": "smu_a", "smu_b": "smu_b", "adc_socket": "adc",
-                   "switch": "switch", "prober": "prober"}
+        self.instruments[cabling.adc] = adc
+        self.instruments[cabling.switch] = SimSwitchMatrix(world)
+        self.instruments[cabling.prober] = SimProber(world)
+        # One fault wrapper per instrument: the ADC's two endpoints share its message count.
+        served = {
+            name: wrap(inst, self.faults.get(name), world, name)
+            for name, inst in self.instruments.items()
+        }
+        served[f"{cabling.adc}_socket"] = served[cabling.adc]
         try:
-            self.servers["adc"] = PtyServer(adc).start()
-            for offset, name in enumerate(TCP_NAMES):
+            self.servers[cabling.adc] = PtyServer(served[cabling.adc]).start()
+            for offset, name in enumerate(tcp_names(cabling)):
                 port = 0 if self.port_base is None else self.port_base + offset
-                self.servers[name] = TcpServer(self.instruments[backing[name]], port).start()
+                self.servers[name] = TcpServer(served[name], port).start()
         except BaseException:
             self._shutdown()
             raise
@@ -72,7 +116,7 @@ class SimulatedStation:
         self._started = False
 
     def _shutdown(self) -> None:
-        adc = self.instruments.get("adc")
+        adc = self.instruments.get(self.cabling.adc)
         if isinstance(adc, SimAdcBoard):
             adc.close()
         for server in self.servers.values():
@@ -88,16 +132,17 @@ class SimulatedStation:
         self.servers = {}
 
     def resources(self) -> dict[str, str]:
-        """Resource string of each instrument: VISA socket strings, the ADC's pty path
-        (``adc``) and its ``socket://`` URL (``adc_socket``)."""
+        """Resource string of each instrument, keyed by its name in the cabling (in the
+        order of :func:`resource_names`): VISA socket strings, the ADC's pty path (under
+        its name, ``adc`` by default) and its ``socket://`` URL (``<name>_socket``)."""
         if not self._started:
             raise RuntimeError("the simulated station is not started")
         out = {}
-        for name in NAMES:
+        for name in resource_names(self.cabling):
             server = self.servers[name]
             if isinstance(server, PtyServer):
                 out[name] = server.path
-            elif name == "adc_socket":
+            elif name == f"{self.cabling.adc}_socket":
                 out[name] = server.url
             else:
                 out[name] = server.resource

@@ -2,8 +2,9 @@
 
 Every simulated instrument acts on one :class:`StationWorld`: the current an SMU sources
 flows through whichever device the switch matrix connects to its bus (when the prober is
-in contact), and the ADC board reads the voltage difference between the buses. See
-docs/wire-protocols.md for the wiring. Units: A, V, s.
+in contact), and the ADC board reads the voltage differences its input cables name. What
+is cabled to what (SMU outputs to buses, ADC inputs, the trigger link) is the world's
+:class:`~simulators.cabling.Cabling`; see docs/wire-protocols.md. Units: A, V, s.
 
 Instruments must hold ``world.lock`` around any compound operation; every public method
 here takes it too (it is re-entrant).
@@ -19,9 +20,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from simulators.cabling import DEFAULT_CABLING, ROWS, Cabling
 from simulators.mtj import DeviceBank, Variability, sample_pairs, variability_preset
 
-BUSES = ("A", "B")
+BUSES = ROWS  # the switch matrix rows; a bus is a row
 _CHANNEL = re.compile(r"^1([AB])(\d\d)$")
 _INVERSION_SPAN_A = 20e-3  # current search range for compliance and parallel devices
 
@@ -114,9 +116,14 @@ class _Subscriber:
 
 
 class StationWorld:
-    """Devices, prober, switch matrix, buses and the trigger link of one simulated station."""
+    """Devices, prober, switch matrix, buses and the trigger link of one simulated station.
 
-    def __init__(self, settings: SimSettings | None = None):
+    ``cabling`` (default :data:`~simulators.cabling.DEFAULT_CABLING`, validated here: a bad
+    one raises ValueError) says which rows the ADC inputs read and where trigger pulses go.
+    """
+
+    def __init__(self, settings: SimSettings | None = None, cabling: Cabling | None = None):
+        self.cabling = (DEFAULT_CABLING if cabling is None else cabling).validate()
         self.settings = settings or SimSettings()
         self.variability = self.settings.variability_model()
         self.lock = threading.RLock()
@@ -138,7 +145,7 @@ class StationWorld:
         # Pulse-to-pulse spread of programming; an ideal population programs exactly.
         ideal = self.variability.spread == 0 and self.variability.mismatch == 0
         self.program_spread = 0.0 if ideal else PROGRAM_SPREAD
-        self._subscribers: dict[int, list[_Subscriber]] = {}
+        self._subscribers: dict[tuple[str, int], list[_Subscriber]] = {}
         self._next_handle = 0
 
     # -- devices ---------------------------------------------------------------------
@@ -232,10 +239,12 @@ class StationWorld:
         return self.buses[bus].voltage
 
     def differential(self, channel: int) -> float:
-        """Noise-free voltage (V) at the ADC board's input ``channel``."""
-        if channel == 1:
-            return self.buses["B"].voltage - self.buses["A"].voltage
-        return 0.0
+        """Noise-free voltage (V) at the ADC board's input ``channel``: V(plus row) -
+        V(minus row) of its input cable, 0 for an open input."""
+        cable = self.cabling.adc_input(channel)
+        if cable.is_open:
+            return 0.0
+        return self.buses[cable.plus_row].voltage - self.buses[cable.minus_row].voltage
 
     def _redrive(self) -> None:
         for bus in BUSES:
@@ -359,16 +368,20 @@ class StationWorld:
         return float(self.rng.normal(0.0, sigma))
 
     # -- trigger link ----------------------------------------------------------------
-    def subscribe_trigger(self, line: int, callback: Callable[[int], None], order: int) -> int:
-        """Call ``callback(step)`` on every pulse on trigger-link ``line``.
+    def subscribe_trigger(
+        self, instrument: str, in_line: int, callback: Callable[[int], None], order: int
+    ) -> int:
+        """Call ``callback(step)`` on every pulse that reaches input line ``in_line`` of
+        ``instrument`` along a trigger cable of the cabling.
 
-        Lower ``order`` runs first: sources (SMUs stepping their level) use 0, acquirers
-        (the ADC taking a sample) 10, so that a sample sees every source's new level.
-        Returns a handle for :meth:`unsubscribe_trigger`.
+        Lower ``order`` runs first among everything one pulse reaches: sources (SMUs
+        stepping their level) use 0, acquirers (the ADC taking a sample) 10, so that a
+        sample sees every source's new level. Returns a handle for
+        :meth:`unsubscribe_trigger`.
         """
         with self.lock:
             self._next_handle += 1
-            subs = self._subscribers.setdefault(line, [])
+            subs = self._subscribers.setdefault((instrument, in_line), [])
             subs.append(_Subscriber(order, callback, self._next_handle))
             subs.sort(key=lambda s: s.order)
             return self._next_handle
@@ -378,10 +391,18 @@ class StationWorld:
             for subs in self._subscribers.values():
                 subs[:] = [s for s in subs if s.handle != handle]
 
-    def pulse(self, line: int, step: int) -> None:
-        """A trigger-link pulse on ``line`` for sweep step ``step`` (0-based)."""
+    def pulse(self, instrument: str, out_line: int, step: int) -> None:
+        """``instrument`` pulses its trigger-link output ``out_line`` for sweep step
+        ``step`` (0-based). The pulse reaches the input lines the trigger cables from that
+        output lead to, and nothing else: an output line with no cable triggers nobody."""
         with self.lock:
-            for sub in list(self._subscribers.get(line, [])):
+            subs = [
+                sub
+                for endpoint in self.cabling.trigger_targets(instrument, out_line)
+                for sub in self._subscribers.get(endpoint, [])
+            ]
+            subs.sort(key=lambda s: s.order)
+            for sub in subs:
                 sub.callback(step)
 
     # -- records ---------------------------------------------------------------------
@@ -395,3 +416,15 @@ class StationWorld:
             }
             for (c, r), bank in self.dies.items()
         }
+
+    # -- fault hooks -------------------------------------------------------------------
+    # Used by simulators.faults (FaultSpec.break_device_after); nothing else calls them.
+    def destroy_device(self, pair: int, dev: int, die: tuple[int, int] | None = None) -> None:
+        """Fault: destroy device ``dev`` (0 = A, 1 = B) of pair ``pair`` (0-based) on ``die``
+        (default: the die under the probes); it is then a short, as after a breakdown."""
+        with self.lock:
+            bank = self.dies[self.die if die is None else die]
+            if not (0 <= pair < bank.shape[0] and dev in (0, 1)):
+                raise ValueError(f"no device {dev} in pair {pair}")
+            bank.destroyed[pair, dev] = True
+            self._redrive()  # the sources now see the short

@@ -138,8 +138,8 @@ def test_safe_shutdown_ramps_down_and_releases_the_buses(station):
     smu_b.configure_list_slave(np.linspace(0, 40e-6, 50))  # armed, mid-"sweep"
     station["log"].flush()
     first = len(WireLog.load(station["log"].path))
-    smu_a.shutdown(ramp_step_a=10e-6, ramp_delay_s=0)
-    smu_b.safe_off()
+    assert smu_a.shutdown(ramp_step_a=10e-6, ramp_delay_s=0).confirmed
+    assert smu_b.safe_off().confirmed
     for bus in ("A", "B"):
         assert not world.buses[bus].on and world.buses[bus].current == 0.0
     assert smu_a.ask(":OUTP?").strip() == "0" and smu_b.ask(":OUTP?").strip() == "0"
@@ -148,7 +148,8 @@ def test_safe_shutdown_ramps_down_and_releases_the_buses(station):
     levels = [float(w.split()[1]) for w in written if w.startswith(":SOUR:CURR ")]
     assert levels[-1] == 0.0 and len(levels) == 5
     assert np.all(np.abs(np.diff([45e-6, *levels])) <= 10e-6 + 1e-12)
-    assert written[0] == ":ABOR" and written[-3:] == [":OUTP OFF", ":OUTP?", ":OUTP?"]
+    assert written[0] == ":ABOR" and written[-4:] == [":OUTP OFF", ":OUTP?", ":SOUR:CURR?",
+                                                      ":OUTP?"]
     smu_a.check_errors_raise()
     smu_b.check_errors_raise()
 

@@ -89,7 +89,7 @@ def test_list_sweep_with_missing_readings_is_an_error():
              (":READ?", reading(0.1, 1e-6, 0))]
     with expected_protocol(Keithley2400, pairs) as smu:
         smu.configure_list_master([1e-6, 2e-6])
-        with pytest.raises(InstrumentError, match="2 points returned 1"):
+        with pytest.raises(InstrumentError, match=r"10 comma-separated numbers \(2 readings"):
             smu.run_list_sweep()
 
 
@@ -150,30 +150,34 @@ def test_prepare_current_source():
         smu.prepare_current_source(compliance_v=0.8, nplc=1)
 
 
+CONFIRM_OFF = [(":OUTP?", "0"), (":SOUR:CURR?", "+0.000000E+00")]
+
+
 def test_safe_shutdown_aborts_then_ramps_in_bounded_steps_then_turns_off():
     pairs = [FORMAT, (":ABOR", None), (":SOUR:FUNC?", "CURR"), (":SOUR:CURR:MODE FIX", None),
              (":SOUR:CURR?", "+1.000000E-04"),
              (":SOUR:CURR 7.5e-05", None), (":SOUR:CURR 5e-05", None),
              (":SOUR:CURR 2.5e-05", None), (":SOUR:CURR 0", None), (":OUTP OFF", None),
-             (":OUTP?", "0")]
+             *CONFIRM_OFF]
     with expected_protocol(Keithley2400, pairs) as smu:
-        smu.shutdown(ramp_step_a=30e-6, ramp_delay_s=0)
+        assert smu.shutdown(ramp_step_a=30e-6, ramp_delay_s=0).confirmed
         assert smu.isShutdown
 
 
 def test_safe_off_at_zero_turns_off_without_steps():
     pairs = [FORMAT, (":ABOR", None), (":SOUR:FUNC?", "CURR"), (":SOUR:CURR:MODE FIX", None),
-             (":SOUR:CURR?", "+0.000000E+00"), (":OUTP OFF", None), (":OUTP?", "0")]
+             (":SOUR:CURR?", "+0.000000E+00"), (":OUTP OFF", None), *CONFIRM_OFF]
     with expected_protocol(Keithley2400, pairs) as smu:
-        smu.safe_off()
+        assert smu.safe_off().confirmed
 
 
-def test_shutdown_raises_if_the_output_stays_on():
+def test_shutdown_reports_if_the_output_stays_on():
     pairs = [FORMAT, (":ABOR", None), (":SOUR:FUNC?", "CURR"), (":SOUR:CURR:MODE FIX", None),
-             (":SOUR:CURR?", "+0.000000E+00"), (":OUTP OFF", None), (":OUTP?", "1")]
+             (":SOUR:CURR?", "+0.000000E+00"), (":OUTP OFF", None), (":OUTP?", "1"),
+             (":SOUR:CURR?", "+0.000000E+00")]
     with expected_protocol(Keithley2400, pairs, name="smu_a") as smu:
-        with pytest.raises(InstrumentError, match="smu_a: output still on"):
-            smu.safe_off()
+        report = smu.safe_off()  # this adapter cannot resync: no second try
+    assert not report.confirmed and any(":OUTP? 1" in p for p in report.problems)
 
 
 def test_measure_once_after_a_list_sweep_leaves_list_mode_first():
@@ -190,10 +194,10 @@ def test_measure_once_after_a_list_sweep_leaves_list_mode_first():
 
 def test_shutdown_turns_output_off_even_if_the_level_reply_is_garbled():
     pairs = [FORMAT, (":ABOR", None), (":SOUR:FUNC?", "CURR"), (":SOUR:CURR:MODE FIX", None),
-             (":SOUR:CURR?", "oops"), (":OUTP OFF", None)]
+             (":SOUR:CURR?", "oops"), (":OUTP OFF", None), *CONFIRM_OFF]
     with expected_protocol(Keithley2400, pairs) as smu:
-        with pytest.raises(GarbledReply, match="oops"):
-            smu.shutdown(ramp_step_a=1e-5, ramp_delay_s=0)
+        report = smu.shutdown(ramp_step_a=1e-5, ramp_delay_s=0)
+    assert report.confirmed and any("oops" in p for p in report.problems)
 
 
 def test_ramp_levels_never_step_more_than_asked():

@@ -47,7 +47,7 @@ def station_file(tmp_path, *, replace: dict[str, str] | None = None, extra: str 
 
 def assert_levels_in_envelope(station) -> None:
     limits = [p.limits for p in station.config.pairs.values()]
-    for name in (station.config.roles[r] for r in SMUS):
+    for name in station.wiring.smu_instruments():
         assert_ramped(
             source_levels(wire_entries(station, name)),
             max(lim.max_current_a for lim in limits),
@@ -92,7 +92,7 @@ def test_list_and_host_modes_agree_and_answer_in_the_sweeps_order(station):
     i_a[[5, 17, 40]] = i_a[11]  # repeated currents must keep their own places too
     i_b = i_a + 2e-6 * np.sign(rng.standard_normal(60))
     sweep = Sweep(pair, i_a, i_b, label="order")
-    params = station.world.chip.params
+    params = station.simulator.world.chip.params
     model_a = voltage(params.take((pair - 1, 0)), i_a)
     model_b = voltage(params.take((pair - 1, 1)), i_b)
 
@@ -128,7 +128,7 @@ def test_swap_derivative_matches_the_device_model_forward_needs_calibration(stat
     currents = np.linspace(-80e-6, 80e-6, 33)
     batch = np.repeat(currents[:, None], len(pairs), axis=1)
     di = 1e-6
-    params = station.world.chip.params
+    params = station.simulator.world.chip.params
     exact = np.stack([dvdi(params.take((k - 1, 0)), currents) for k in pairs], axis=1)
     engine = Engine(station, mode="list")
 
@@ -149,7 +149,7 @@ def test_swap_derivative_matches_the_device_model_forward_needs_calibration(stat
     assert np.all(fixed <= 0.5 * forward), fixed / forward
     assert np.median(fixed) <= 0.03 and np.all(fixed <= 0.06), fixed
     assert_levels_in_envelope(station)
-    assert_no_overbias(station.world, station.config)
+    assert_no_overbias(station.simulator.world, station.config)
 
 
 # -- the safety envelope -------------------------------------------------------------------
@@ -196,9 +196,9 @@ def test_refused_sweeps_send_nothing_to_any_instrument(station):
     with pytest.raises(SafetyViolation, match="device B"):
         engine.run(plan())
     assert counts[0] == before and messages(station) == counts[1] > before
-    assert station.world.closed == {"1A03", "1B03"}  # the last pair that really ran
+    assert station.simulator.world.closed == {"1A03", "1B03"}  # the last pair that really ran
     assert_levels_in_envelope(station)
-    assert_no_overbias(station.world, station.config)
+    assert_no_overbias(station.simulator.world, station.config)
 
 
 PAIR5 = """
@@ -217,7 +217,7 @@ def test_per_pair_limits_from_the_station_file(tmp_path, mode):
     assert (lim5.max_current_a, lim5.compliance_v, lim5.ramp_step_a) == (60e-6, 0.2, 5e-6)
     with open_station(config) as st:
         st.attach_wire_logs(tmp_path)
-        world = st.world
+        world = st.simulator.world
         engine = Engine(st, mode=mode)
         before = messages(st)
         with pytest.raises(SafetyViolation, match=r"pair 5 device A: \|I\| = 7e-05 A exceeds"):
@@ -263,7 +263,7 @@ def test_normal_exit_turns_everything_off(tmp_path):
     config = nominal_config()
     with open_station(config) as st:
         st.attach_wire_logs(tmp_path)
-        world = st.world
+        world = st.simulator.world
         engine = Engine(st)
         engine.run(fd_batch(np.linspace(-80e-6, 80e-6, 9)[:, None], [6], 1e-6, "swap"))
         assert world.buses["A"].on and world.buses["B"].on and world.in_contact
@@ -286,7 +286,7 @@ def test_exception_raised_by_the_plan(tmp_path, mode):
     with pytest.raises(RuntimeError, match="plan failed"):
         with open_station(config) as st:
             st.attach_wire_logs(tmp_path)
-            world = st.world
+            world = st.simulator.world
             Engine(st, mode=mode).run(plan())
     assert world.closed == set() and world.buses["A"].on is False
     assert_safe_state(world)
@@ -304,7 +304,7 @@ def test_failure_mid_sweep_ramps_the_sources_down(tmp_path, monkeypatch, error):
     with pytest.raises(type(error)):
         with open_station(config) as st:
             st.attach_wire_logs(tmp_path)
-            world = st.world
+            world = st.simulator.world
             real_measure = st.adc.measure
             calls = []
 
@@ -342,7 +342,7 @@ def test_separated_prober_is_reported_as_compliance(station, mode):
     neurons.measure(batch)  # in contact: fine
 
     station.prober.separate()
-    assert not station.world.in_contact
+    assert not station.simulator.world.in_contact
     r = engine.execute(Sweep(2, currents, currents))
     nonzero = currents != 0
     assert r.compliance[nonzero].all() and not r.valid[nonzero].any()
@@ -362,7 +362,7 @@ def test_tiny_compliance_from_the_station_file(tmp_path):
     currents = np.linspace(-100e-6, 100e-6, 25)
     with open_station(config) as st:
         st.attach_wire_logs(tmp_path)
-        world = st.world
+        world = st.simulator.world
         engine = Engine(st)
         r = engine.execute(Sweep(3, currents, currents))
         params = world.chip.params

@@ -134,7 +134,7 @@ def station_file(path: Path, resources: dict[str, str], adc: str, smu_timeout_s:
     text += "\n[wiring]\n" + "".join(f'{n} = "{n}"\n' for n in instruments) + "n_pairs = 16\n"
     text += f"\n[limits]\nmax_current_a = {MAX_CURRENT_A}\ncompliance_v = {COMPLIANCE_V}\n"
     path.write_text(text)
-    assert load_station(path).roles["adc"] == "adc"  # a valid station file
+    assert load_station(path).wiring.adc == "adc"  # a valid station file
     return path
 
 
@@ -269,7 +269,7 @@ def interrupt_list_sweep(tmp_path: Path) -> dict:
         with pytest.raises(KeyboardInterrupt):
             with open_station(config) as st:
                 st.attach_wire_logs(tmp_path)
-                state["world"] = world = st.world
+                state["world"] = world = st.simulator.world
                 engine = Engine(st, mode="list")
                 engine.execute(Sweep(2, currents[:5], currents[:5]))  # prepared, connected
                 assert world.buses["A"].on and world.closed == {"1A02", "1B02"}

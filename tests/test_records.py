@@ -26,7 +26,6 @@ from labctl.records.session import (
     TornRecordWarning,
     list_sessions,
     read_documents,
-    terminate_as_interrupt,
     wire_log_path,
 )
 
@@ -159,44 +158,6 @@ def test_sigkill_mid_run_leaves_readable_interrupted_session(tmp_path):
     [summary] = list_sessions(tmp_path)
     assert summary.status == "interrupted" and summary.n_events == len(indices)
     assert summary.command == "train iris"
-
-
-def test_sigterm_inside_terminate_as_interrupt_writes_abort(tmp_path):
-    child = run_child("""
-        import sys, time
-        from labctl.records.session import SessionWriter, terminate_as_interrupt
-        with terminate_as_interrupt(), SessionWriter.create(sys.argv[1], "sweep", [], {}, {}) as w:
-            d = w.descriptor("iv", {"v": {"dtype": "number", "shape": [], "source": "smu"}})
-            try:
-                w.event(d, {"v": 0.1})
-                print(w.path, flush=True)  # only now may the parent signal: cleanup is armed
-                while True:
-                    w.event(d, {"v": 0.1})
-                    time.sleep(0.001)
-            finally:  # stands for the protocol layer ramping the source down
-                print("cleanup-start", flush=True)
-                time.sleep(0.5)
-                print("cleanup-done", flush=True)
-    """, str(tmp_path))
-    with child:
-        path = Path(child.stdout.readline().strip())
-        child.send_signal(signal.SIGTERM)
-        assert child.stdout.readline().strip() == "cleanup-start"
-        child.send_signal(signal.SIGTERM)  # a second SIGTERM must not cut the cleanup short
-        out, err = child.communicate(timeout=10)
-    assert "cleanup-done" in out, err
-    assert child.returncode != 0 and "KeyboardInterrupt: SIGTERM" in err
-
-    session = Session.open(path)
-    assert session.stop["exit_status"] == "abort" and session.stop["reason"] == "SIGTERM"
-    assert session.stop["num_events"]["iv"] == len(session.events("iv")) > 0
-
-
-def test_terminate_as_interrupt_restores_previous_handler():
-    before = signal.getsignal(signal.SIGTERM)
-    with terminate_as_interrupt():
-        assert signal.getsignal(signal.SIGTERM) is not before
-    assert signal.getsignal(signal.SIGTERM) is before
 
 
 def test_torn_last_line_warns_and_keeps_earlier_documents(tmp_path):

@@ -195,13 +195,14 @@ def test_overrange_clips_at_full_scale(world, board, volts):
 
 # -- armed acquisition -----------------------------------------------------------------
 def source_stepping_bus_a(world: StationWorld, levels: list[float], step_s: float) -> int:
-    """A stand-in for SMU A on the trigger link: steps bus A, spends time, as order 0."""
+    """A stand-in source on the trigger link (at SMU B's input, which SMU A's pulses reach
+    on the default cabling): steps bus A, spends time, as order 0."""
 
     def on_pulse(step: int) -> None:
         world.clock.spend(step_s)
         set_bus_a(world, levels[step])
 
-    return world.subscribe_trigger(1, on_pulse, order=0)
+    return world.subscribe_trigger("smu_b", 1, on_pulse, order=0)
 
 
 def test_armed_acquisition_takes_one_sample_per_pulse(world, board):
@@ -213,10 +214,10 @@ def test_armed_acquisition_takes_one_sample_per_pulse(world, board):
     source_stepping_bus_a(world, levels, step_s=1e-3)
     assert board.handle("ACQ:STAT?") == "ARMED,0"
     for step in range(2):
-        world.pulse(1, step)
+        world.pulse("smu_a", 1, step)
     assert board.handle("ACQ:STAT?") == "ARMED,2"
     for step in range(2, 6):  # two pulses beyond the count are ignored
-        world.pulse(1, step)
+        world.pulse("smu_a", 1, step)
     assert board.handle("ACQ:STAT?") == "DONE,4"
     records = parse_block(board.handle("ACQ:DATA?"))
     assert [r[0] for r in records] == [501_000, 502_000, 503_000, 504_000]
@@ -230,14 +231,14 @@ def test_armed_acquisition_takes_one_sample_per_pulse(world, board):
 def test_arm_while_armed_is_a_conflict_and_changes_nothing(world, board):
     board.handle("ACQ:COUN 3")
     board.handle("ACQ:ARM")
-    world.pulse(1, 0)
+    world.pulse("smu_a", 1, 0)
     before = snapshot_without_data(board)
     board.handle("ACQ:ARM")
     board.handle("ACQ:COUN 5")
     assert snapshot_without_data(board) == before == {**before, "ACQ:STAT?": "ARMED,1"}
     assert [next_error(board), next_error(board), next_error(board)] == [-221, -221, 0]
-    world.pulse(1, 1)
-    world.pulse(1, 2)
+    world.pulse("smu_a", 1, 1)
+    world.pulse("smu_a", 1, 2)
     assert len(parse_block(board.handle("ACQ:DATA?"))) == 3
 
 
@@ -248,10 +249,10 @@ def snapshot_without_data(board: SimAdcBoard) -> dict[str, str | None]:
 def test_abort_keeps_samples_and_stops_listening(world, board):
     board.handle("ACQ:COUN 10")
     board.handle("ACQ:ARM")
-    world.pulse(1, 0)
-    world.pulse(1, 1)
+    world.pulse("smu_a", 1, 0)
+    world.pulse("smu_a", 1, 1)
     board.handle("ACQ:ABOR")
-    world.pulse(1, 2)
+    world.pulse("smu_a", 1, 2)
     assert board.handle("ACQ:STAT?") == "IDLE,2"
     assert len(parse_block(board.handle("ACQ:DATA?"))) == 2
     board.handle("ACQ:ARM")  # re-arming starts a fresh acquisition
@@ -261,15 +262,15 @@ def test_abort_keeps_samples_and_stops_listening(world, board):
 def test_reset_disarms_clears_samples_and_restarts_the_timestamps(world, board):
     board.handle("ACQ:COUN 2")
     board.handle("ACQ:ARM")
-    world.pulse(1, 0)
+    world.pulse("smu_a", 1, 0)
     world.clock.spend(2.0)
     board.handle("*RST")
     assert board.handle("ACQ:STAT?") == "IDLE,0"
-    world.pulse(1, 1)
+    world.pulse("smu_a", 1, 1)
     assert board.handle("ACQ:STAT?") == "IDLE,0"
     world.clock.spend(0.25)
     board.handle("ACQ:ARM")
-    world.pulse(1, 0)
+    world.pulse("smu_a", 1, 0)
     (stamp, _, _), = parse_block(board.handle("ACQ:DATA?"))
     assert stamp == 250_000
 
@@ -287,7 +288,7 @@ def test_data_while_armed_waits_for_the_acquisition(world, board):
     time.sleep(0.1)
     assert not result  # still waiting: nothing acquired yet
     for step in range(3):
-        world.pulse(1, step)
+        world.pulse("smu_a", 1, step)
     reader.join(timeout=2)
     assert len(parse_block(result[0])) == 3
 
@@ -295,7 +296,7 @@ def test_data_while_armed_waits_for_the_acquisition(world, board):
 def test_abort_releases_a_waiting_data_query(world, board):
     board.handle("ACQ:COUN 3")
     board.handle("ACQ:ARM")
-    world.pulse(1, 0)
+    world.pulse("smu_a", 1, 0)
     result: list[bytes] = []
     reader = threading.Thread(target=lambda: result.append(board.handle("ACQ:DATA?")))
     reader.start()
@@ -310,8 +311,8 @@ def test_overrange_status_in_the_block(world, board):
     board.handle("ACQ:COUN 2")
     board.handle("ACQ:ARM")
     source_stepping_bus_a(world, [0.001, 0.5], step_s=1e-3)
-    world.pulse(1, 0)
-    world.pulse(1, 1)
+    world.pulse("smu_a", 1, 0)
+    world.pulse("smu_a", 1, 1)
     (_, v0, s0), (_, v1, s1) = parse_block(board.handle("ACQ:DATA?"))
     assert (s0, s1) == (0, 1)
     assert v0 == pytest.approx(-0.001, abs=1e-6) and v1 == pytest.approx(-0.01)
@@ -362,7 +363,7 @@ def test_pty_acquisition_block(world, pty_port):
     assert query(port, "ACQ:STAT?") == "ARMED,0"
     source_stepping_bus_a(world, list(np.linspace(-0.1, 0.1, 50)), step_s=1e-3)
     for step in range(50):
-        world.pulse(1, step)
+        world.pulse("smu_a", 1, step)
     port.write(b"ACQ:DATA?\n")
     records = parse_block(read_block(port))
     assert len(records) == 50
@@ -393,7 +394,7 @@ def test_socket_identity_reading_and_block(world, tcp_server):
         port.write(b"ACQ:COUN 3\nACQ:ARM\n")
         query(port, "*IDN?")  # a round trip: the arm has been executed
         for step in range(3):
-            world.pulse(1, step)
+            world.pulse("smu_a", 1, step)
         port.write(b"ACQ:DATA?\n")
         assert len(parse_block(read_block(port))) == 3
     finally:

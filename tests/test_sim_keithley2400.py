@@ -346,9 +346,10 @@ def test_trigger_link_master_and_slave(world):
     smu_b.handle(":TRIG:SOUR TLIN;:TRIG:ILIN 1;:INIT")
     smu_b.handle(":INIT")  # already armed
     assert errors(smu_b) == [-213]
-    seen = []  # an acquirer on the line sees both sources' new levels
+    seen = []  # an acquirer on the ADC's trigger input sees both sources' new levels
     world.subscribe_trigger(
-        1, lambda step: seen.append((world.buses["A"].current, world.buses["B"].current)), 10
+        "adc", 1, lambda step: seen.append((world.buses["A"].current, world.buses["B"].current)),
+        10,
     )
     smu_a.handle(":TRIG:OUTP SOUR;:TRIG:OLIN 1")
     a_rows = readings(smu_a.handle(":READ?"))

@@ -44,7 +44,7 @@ def test_builtin_station_is_simulated_with_16_pairs():
     cfg = load_station(None)
     assert cfg.simulation is not None and cfg.simulation.n_pairs == 16
     assert sorted(cfg.pairs) == list(range(1, 17))
-    assert cfg.pair(3).channel_a == "1A03" and cfg.pair(3).channel_b == "1B03"
+    assert cfg.pair(3).switch_channels == ("1A03", "1B03")
     assert cfg.text == BUILTIN_TEXT
 
 
@@ -57,7 +57,7 @@ def test_hardware_file(tmp_path):
     assert cfg.instruments["amp"].baud_rate == 57600
     assert cfg.pair(1).limits.max_current_a == 80e-6
     p7 = cfg.pair(7)
-    assert (p7.channel_a, p7.adc_input, p7.limits.max_current_a) == ("1A12", 2, 50e-6)
+    assert (p7.a.switch_channel, p7.adc_input, p7.limits.max_current_a) == ("1A12", 2, 50e-6)
     assert p7.limits.compliance_v == 0.6  # inherited from [limits]
     with pytest.raises(StationFileError, match="no pair 2"):
         cfg.pair(2)
@@ -95,7 +95,10 @@ def test_simulation_overrides_refused_for_hardware(tmp_path):
         ),
         (("[station]", "[station\n"), r"not valid TOML"),
         (("pair = 7", "pair = 0"), r"\[\[wiring.pair\]\] #2 pair: must be at least 1"),
-        (("max_current_a = 80e-6", "max_current_a = 5.0"), r"max_current_a: must be at most 1.05"),
+        (
+                ("max_current_a = 80e-6", "max_current_a = 5.0"),
+                r"\[limits\]: max_current_a = 5 exceeds the devices' absolute maximum rating",
+            ),
     ],
 )
 def test_errors_name_file_and_key(tmp_path, edit, message):
@@ -118,5 +121,5 @@ def test_simulation_table_errors():
     ):
         parse_station(text, "s.toml")
     text = BUILTIN_TEXT.replace("n_pairs = 16\ntime_scale", "n_pairs = 8\ntime_scale")
-    with pytest.raises(StationFileError, match="pair 9 beyond the simulated chip's 8 pairs"):
+    with pytest.raises(StationFileError, match="pair 16 is beyond the simulated chip's 8 pairs"):
         parse_station(text, "s.toml")

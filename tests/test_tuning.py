@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ from protocols.tuning import (
     tune_pair,
     verify_i_off,
 )
+from protocols.wiring import Ratings
 from simulators.adc_board import SimAdcBoard
 from simulators.mtj import MTJParams, voltage
 from simulators.world import SimSettings, StationWorld
@@ -204,7 +206,7 @@ def station():
 
 
 def test_driver_program_pulse_over_the_pty(station):
-    world, adc = station.world, station.adc
+    world, adc = station.simulator.world, station.adc
     assert station.config.instruments["adc"].resource.startswith("/dev/")  # the pty
     station.prepare_sources(compliance_v=0.8, nplc=1, adc_gain=100)
     station.connect_pair(16)
@@ -227,12 +229,18 @@ def test_driver_program_pulse_over_the_pty(station):
     assert adc.pulse_count == count + 1
 
 
-def test_envelope_refuses_pulses_beyond_the_breakdown_guard(station):
-    env = SafetyEnvelope(station.config)
-    env.check(Pulse(4, "A", 0.8, 1e-5))
-    env.check(Pulse(4, "b", -0.8, 1e-5))
+def test_envelope_refuses_pulses_beyond_the_pulse_limits(station):
+    env = SafetyEnvelope(station.wiring)
+    # 0.6 V through the lowest rated resistance (2 kOhm) drives 300 uA: the current limit.
+    assert env.pulse_amplitude_limit_v(4) == pytest.approx(0.6)
+    env.check(Pulse(4, "A", 0.6, 1e-5))
+    env.check(Pulse(4, "b", -0.6, 1e-5))
+    with pytest.raises(SafetyViolation, match=r"can drive 0.000305 A .* pulse_max_current_a"):
+        env.check(Pulse(4, "B", -0.61, 1e-5))
+    stiff = SafetyEnvelope(replace(station.wiring, ratings=Ratings(min_resistance_ohm=4000.0)))
+    stiff.check(Pulse(4, "A", 0.8, 1e-5))
     with pytest.raises(SafetyViolation, match=r"\|amplitude\| = 0.81 V exceeds .* 0.8 V"):
-        env.check(Pulse(4, "B", -0.81, 1e-5))
+        stiff.check(Pulse(4, "B", -0.81, 1e-5))
     with pytest.raises(SafetyViolation, match="does not wire pair 17"):
         env.check(Pulse(17, "A", 0.5, 1e-5))
     with pytest.raises(SafetyViolation, match="non-finite"):
@@ -261,7 +269,7 @@ def test_conductance_peak_on_the_model():
 
 def test_estimator_tracks_the_true_i_off(station):
     """Every device of the built-in chip, as fabricated and re-tuned: within ~1.5 uA."""
-    world, engine = station.world, Engine(station)
+    world, engine = station.simulator.world, Engine(station)
     errors = []
     for pair in range(1, 17):
         est = engine.run(estimate_i_off(pair))
@@ -285,7 +293,7 @@ def test_estimator_tracks_the_true_i_off(station):
 
 
 def test_tune_pair_moves_pair_4_to_50_uA(station):
-    world = station.world
+    world = station.simulator.world
     source_at_pulse = []
     program = world.program
 
@@ -320,11 +328,12 @@ def test_tune_pair_fails_cleanly_when_the_target_is_unreachable(station):
     assert not result.success and "outside the range" in result.reason
     assert result.pulses_applied == 0
     # Beyond the +-40 uA tuning range of pair 6 (fabricated near 40 uA): it saturates.
-    result = engine.run(tune_pair(6, 88e-6, max_pulses=40))
+    cap = engine.envelope.pulse_amplitude_limit_v(6)
+    result = engine.run(tune_pair(6, 88e-6, max_pulses=40, max_amplitude_v=cap))
     assert not result.success and "unreachable" in result.reason
     assert result.pulses_applied < 40
-    assert all(abs(p.amplitude_v) <= 0.8 for p in result.pulses)
-    assert np.allclose(station.world.chip.tuning_state((5, slice(None)))[0], 40e-6)
+    assert all(abs(p.amplitude_v) <= cap for p in result.pulses)
+    assert np.allclose(station.simulator.world.chip.tuning_state((5, slice(None)))[0], 40e-6)
     # A budget too small for the job ends the run too.
     result = engine.run(tune_pair(7, 20e-6, max_pulses=1))
     assert not result.success and "budget of 1" in result.reason

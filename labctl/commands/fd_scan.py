@@ -14,9 +14,15 @@ import argparse
 import numpy as np
 
 from labctl import plots
-from labctl.commands.lifecycle import add_station_arguments, instrument_session, station_config
+from labctl.commands.lifecycle import (
+    add_station_arguments,
+    instrument_session,
+    record_differential_checks,
+    station_config,
+)
 from protocols.engine import Engine
 from protocols.finite_difference import calibrate, fd_batch, iv_sweep, optimal_step
+from protocols.preflight import check_pairs, refuse_failed
 
 DEFAULT_STEPS = "0.1e-6,0.25e-6,0.5e-6,1e-6,2e-6,5e-6,10e-6"
 
@@ -70,6 +76,9 @@ def run(args: argparse.Namespace) -> int:
     with instrument_session(args, "fd-scan", config, seeds={}, station_cfg=station_cfg) as run_:
         station, writer = run_.station, run_.writer
         engine = Engine(station, nplc=args.nplc)
+        checks = check_pairs(engine, [station_cfg.pair(args.pair)], min(steps))
+        record_differential_checks(writer, checks)
+        refuse_failed(checks)
         fine_i = np.linspace(-i_max, i_max, args.fine_points)
         fine = engine.run(iv_sweep(args.pair, fine_i))
         slope, curvature = local_slope(fine_i, fine.v_a)
@@ -99,11 +108,8 @@ def run(args: argparse.Namespace) -> int:
         test_i = np.linspace(-0.8 * i_max, 0.8 * i_max - span, args.points)
         ref = np.interp(test_i, fine_i, slope)
         analytic = None
-        if station.world is not None:
-            from simulators.mtj import dvdi
-
-            params = station.world.chip.params.take((args.pair - 1, 0))
-            analytic = dvdi(params, test_i)
+        if station.oracle is not None:
+            analytic = station.oracle.dvdi([args.pair], test_i)
         # Read noise of one differential reading, from repeats at one current.
         repeat = engine.run(fd_batch(np.full((16, 1), 0.0), [args.pair], steps[0], "forward"))
         noise_v = float(np.std(repeat.dvdi[:, 0]) * steps[0])

@@ -1,9 +1,11 @@
 """The life of a command that touches instruments: station, session record, safe exit.
 
-:func:`instrument_session` loads the station file, opens the station (wire logs into the
-session), writes the start document with every instrument's identity, and on any way out
-(return, exception, Ctrl-C, SIGTERM) brings every output to zero and off, opens the
-switch matrix and writes the stop document. What was recorded before stays recorded.
+:func:`instrument_session` opens the station (wire logs into the session), writes the
+start document with every instrument's identity (or, resuming, a new segment of the same
+session), and on any way out (return, exception, Ctrl-C, SIGTERM, SIGHUP) brings every
+output to zero and off, disarms the ADC and opens the switch matrix, confirming each, and
+only then writes the stop document, which says what the shutdown confirmed. A second
+signal during that shutdown is held, not obeyed. What was recorded before stays recorded.
 """
 
 from __future__ import annotations
@@ -15,9 +17,14 @@ from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from labctl.records.session import SessionWriter, terminate_as_interrupt
-from labctl.station.file import StationConfig, load_station
+from instruments.transport import InstrumentError
+from labctl.commands.signals import shielded, signals_as_interrupt
+from labctl.records.session import Session, SessionWriter
+from labctl.station.file import StationConfig, StationFileError, load_station, parse_station
 from labctl.station.runtime import Station, open_station
+from protocols.preflight import DifferentialCheck
+from protocols.station import ShutdownReport
+from simulators.world import SimSettings
 
 
 def add_station_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,17 +61,6 @@ def station_config(args: argparse.Namespace) -> StationConfig:
     )
 
 
-def _jsonable(config: StationConfig) -> dict:
-    sim = asdict(config.simulation) if config.simulation else None
-    return {
-        "source": config.source,
-        "name": config.name,
-        "limits": asdict(config.limits),
-        "simulation": sim,
-        "pairs": {str(k): asdict(p) for k, p in config.pairs.items()},
-    }
-
-
 @dataclass
 class Run:
     """What an instrument command works with; it puts its headline result in ``summary``."""
@@ -72,6 +68,26 @@ class Run:
     station: Station | None
     writer: SessionWriter
     summary: dict = field(default_factory=dict)
+
+
+class ShutdownNotConfirmed(InstrumentError):
+    """The safe shutdown could not confirm every output off; names each instrument."""
+
+
+def _exit_status(exc: BaseException | None) -> tuple[str, str]:
+    if exc is None or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
+        return "success", ""
+    if isinstance(exc, KeyboardInterrupt):
+        return "abort", str(exc) or "SIGINT"
+    return "fail", f"{type(exc).__name__}: {exc}"
+
+
+def _shutdown_record(report: ShutdownReport | None, signals: list[str]) -> dict:
+    if report is None:
+        return {"confirmed": True, "problems": [], "instruments": False,
+                "signals_held": signals}
+    return {"confirmed": report.confirmed, "problems": list(report.problems),
+            "instruments": True, "signals_held": signals}
 
 
 @contextlib.contextmanager
@@ -83,33 +99,150 @@ def instrument_session(
     *,
     need_station: bool = True,
     station_cfg: StationConfig | None = None,
+    resume: Session | None = None,
 ) -> Iterator[Run]:
     """Open the station (unless not needed) and a session record for one command.
 
-    On the way out every output is brought to zero and off first, then the stop document
-    is written: ``success`` with ``run.summary``, or ``fail``/``abort`` with the reason.
+    ``resume``: continue that session (a new segment of its record) instead of starting
+    one. On the way out every output is brought to zero and off first (no signal can cut
+    that short), then the stop document is written: ``success`` with ``run.summary``, or
+    ``fail``/``abort`` with the reason, and what the shutdown confirmed. An exception
+    leaving the block carries the session's path as ``labctl_session``. If the shutdown
+    could not confirm every output off, :class:`ShutdownNotConfirmed` is raised (after the
+    record is complete) unless another exception is already on its way.
     """
     if station_cfg is None:  # commands that validated their input against it pass it in
         station_cfg = station_config(args)
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(terminate_as_interrupt())
-        station = stack.enter_context(open_station(station_cfg)) if need_station else None
-        writer = SessionWriter.create(
-            args.sessions_dir,
-            command,
-            sys.argv[1:],
-            {**config, "station": _jsonable(station_cfg)},
-            seeds,
-            instruments=station.snapshot() if station else {},
-            station_file_text=station_cfg.text,
-        )
-        if station is not None:
-            station.attach_wire_logs(writer.path)
-        with writer:
+    with signals_as_interrupt():
+        station = open_station(station_cfg) if need_station else None
+        report: ShutdownReport | None = None
+        writer = None
+        try:
+            snapshot = station.snapshot() if station else {}
+            if resume is None:
+                writer = SessionWriter.create(
+                    args.sessions_dir,
+                    command,
+                    sys.argv[1:],
+                    {**config, "station": station_record(station_cfg)},
+                    seeds,
+                    instruments=snapshot,
+                    station_file_text=station_cfg.text,
+                )
+            else:
+                writer = SessionWriter.reopen(resume.path, argv=sys.argv[1:],
+                                              instruments=snapshot or None)
+            if station is not None:
+                station.attach_wire_logs(writer.path)
             run = Run(station, writer)
+            failure: BaseException | None = None
             try:
                 yield run
+            except BaseException as exc:
+                failure = exc
+                exc.labctl_session = writer.path
+                raise
             finally:
-                if station is not None:
-                    station.safe_shutdown()
-            writer.stop("success", summary=run.summary)
+                with shielded() as held:
+                    if station is not None:
+                        report = station.safe_shutdown()
+                    status, reason = _exit_status(failure)
+                    if report is not None and not report.confirmed and status == "success":
+                        status, reason = "fail", "safe shutdown not confirmed"
+                    writer.stop(status, reason, summary=run.summary,
+                                shutdown=_shutdown_record(report, held))
+        finally:
+            if station is not None:
+                station.close(shutdown=report is None or not report.confirmed)
+    if report is not None and not report.confirmed:
+        err = ShutdownNotConfirmed(
+            "safe shutdown could not confirm every output off, AN OUTPUT MAY STILL BE ON: "
+            + "; ".join(report.problems)
+        )
+        err.labctl_session = writer.path
+        raise err
+
+
+def station_record(config: StationConfig) -> dict:
+    """The station as a session's start document keeps it (JSON)."""
+    sim = asdict(config.simulation) if config.simulation else None
+    w = config.wiring
+    return {
+        "source": config.source,
+        "name": config.name,
+        "limits": asdict(w.limits),
+        "ratings": asdict(w.ratings),
+        "trigger_master": str(w.trigger_master),
+        "simulation": sim,
+        "pairs": {str(k): asdict(p) for k, p in w.pairs.items()},
+    }
+
+
+def recorded_station(session: Session) -> StationConfig:
+    """The station a session ran on: its recorded station file and simulation settings."""
+    start = session.start
+    text = start.get("station_file")
+    if not text:
+        raise StationFileError(f"{session.path}: the start document holds no station file")
+    config = parse_station(text, f"{session.path} (recorded station file)")
+    sim = start.get("config", {}).get("station", {}).get("simulation")
+    if sim and config.simulation is not None:
+        from dataclasses import replace
+
+        config = replace(config, simulation=SimSettings.from_record(sim))
+    return config
+
+
+def station_changes(recorded: StationConfig, current: StationConfig) -> list[str]:
+    """How ``current``'s wiring, limits and ratings differ from ``recorded``'s (empty: no
+    change that matters to the devices)."""
+    changes = []
+    r, c = recorded.wiring, current.wiring
+    for name in ("limits", "ratings", "trigger_master", "adc", "switch"):
+        if getattr(r, name) != getattr(c, name):
+            changes.append(f"{name}: {getattr(r, name)} -> {getattr(c, name)}")
+    for k in sorted(set(r.pairs) | set(c.pairs)):
+        if r.pairs.get(k) != c.pairs.get(k):
+            changes.append(f"pair {k}: {r.pairs.get(k)} -> {c.pairs.get(k)}")
+    return changes
+
+
+def resume_station(args: argparse.Namespace, session: Session) -> StationConfig:
+    """The station to resume ``session`` on: the station file re-read (``--station``, else
+    the file the session was recorded with, if it is still there), refused if its wiring or
+    limits changed since, unless ``--new-limits`` says to use the new ones."""
+    recorded = recorded_station(session)
+    source = session.start.get("config", {}).get("station", {}).get("source", "")
+    path = args.station or (source if source and Path(source).is_file() else None)
+    if path is None:
+        return recorded
+    current = load_station(path)
+    if current.simulation is not None and recorded.simulation is not None:
+        from dataclasses import replace
+
+        current = replace(current, simulation=recorded.simulation)  # the same devices
+    changes = station_changes(recorded, current)
+    if changes and not getattr(args, "new_limits", False):
+        raise StationFileError(
+            f"{path}: the station changed since {session.path.name} was recorded "
+            f"({'; '.join(changes)}); resume with --new-limits to use the new ones"
+        )
+    return current
+
+
+def record_differential_checks(writer: SessionWriter, checks: list[DifferentialCheck]) -> None:
+    """The pre-flight checks of the differential path as a ``differential_check`` stream."""
+    keys = {
+        "pair": {"dtype": "integer", "shape": [], "source": "labctl.preflight"},
+        "slope": {"dtype": "number", "shape": [], "source": "labctl.preflight",
+                  "units": "V/V"},
+        "rms_v": {"dtype": "number", "shape": [], "source": "labctl.preflight", "units": "V"},
+        "span_v": {"dtype": "number", "shape": [], "source": "labctl.preflight", "units": "V"},
+        "verdict": {"dtype": "string", "shape": [], "source": "labctl.preflight"},
+    }
+    stream = writer.stream_uids().get("differential_check") or writer.descriptor(
+        "differential_check", keys
+    )
+    for c in checks:
+        writer.event(stream, {"pair": c.pair, "slope": c.slope, "rms_v": c.rms_v,
+                              "span_v": c.span_v, "verdict": c.verdict})

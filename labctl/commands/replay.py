@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from labctl import plots
-from labctl.records.session import RecordError, Session
+from labctl.records.session import RecordError, Session, contained_path
 from labctl.training.iris import summarise, train_folds
 from labctl.training.iris_record import METRICS, NullSink, RecordedRun, ReplaySource, flatten
 from labctl.training.neuron_record import EndOfRecord
@@ -86,9 +86,10 @@ def _recorded_duration(session: Session) -> float | None:
 
 def run(args: argparse.Namespace) -> int:
     if args.wire:
+        from labctl.cli import build_parser  # lazily: the cli imports this module
         from labctl.records.wire_replay import run as run_wire
 
-        return run_wire(args)
+        return run_wire(args, build_parser)
     session = Session.open(args.session)
     command = session.start.get("plan_name", "")
     if command != "train iris":
@@ -99,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     result = replay_training(session)
     results = result.pop("_results")
     if results:
+        if args.out is None:  # never write through a planted symlink out of the session
+            contained_path(args.session, "replay", f"{args.session}: replay directory")
         out = args.out or args.session / "replay"
         out.mkdir(parents=True, exist_ok=True)
         plots.training_curves(

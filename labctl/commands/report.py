@@ -13,8 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from labctl import plots
-from labctl.records.session import RecordError, Session
+from labctl.records.session import RecordError, Session, contained_path
 from labctl.training.iris_record import RecordedRun
+
+IV_KEYS = dict.fromkeys(("current_a", "v_a", "v_b"), "number")
+FD_SCAN_KEYS = dict.fromkeys(("di_a", "forward_cal", "swap", "swap_vs_model"), "number")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,18 +41,38 @@ def _analytic_dvdi(session: Session, run: RecordedRun, currents: np.ndarray):
     from simulators.mtj import dvdi
     from simulators.world import SimSettings, StationWorld
 
-    world = StationWorld(SimSettings.from_record(sim))
+    where = f"{session.file}, line 1: start document: config.station.simulation"
+    grid = sim.get("die_grid")
+    pairs = sim.get("n_pairs")
+    if not (
+        isinstance(pairs, int)
+        and n <= pairs <= 10_000
+        and isinstance(grid, list)
+        and len(grid) == 2
+        and all(isinstance(g, int) and 1 <= g <= 64 for g in grid)
+    ):
+        raise RecordError(
+            f"{where}: n_pairs {pairs!r} (layer 1 has {n} neurons) or die_grid {grid!r} "
+            "is not a simulated station"
+        )
+    try:
+        world = StationWorld(SimSettings.from_record(sim))
+    except (TypeError, ValueError, KeyError) as err:
+        raise RecordError(f"{where}: {type(err).__name__}: {err}") from None
     idx = np.arange(n)
     return dvdi(world.chip.params.take((idx, np.zeros_like(idx))), currents)
 
 
 def run(args: argparse.Namespace) -> int:
     session = Session.open(args.session)
+    if args.out is None:  # never write through a planted symlink out of the session
+        contained_path(args.session, "report", f"{args.session}: report directory")
     out = args.out or args.session / "report"
     out.mkdir(parents=True, exist_ok=True)
     made = []
     title = f"{session.start.get('plan_name', '')} {args.session.name}"
     if "iv" in session.descriptors:
+        session.check_stream("iv", IV_KEYS)
         rows = session.events("iv")
         i = np.array([r["current_a"] for r in rows])
         made.append(
@@ -64,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
             )
         )
     if "fd_scan" in session.descriptors:
+        session.check_stream("fd_scan", FD_SCAN_KEYS)
         rows = session.events("fd_scan")
         di = np.array([r["di_a"] for r in rows])
         made.append(
@@ -94,8 +118,9 @@ def run(args: argparse.Namespace) -> int:
             )
         )
         last = max(run_.epochs)
-        block = run_.measurements(*last)[0]  # layer 1: (rows, n, [I, V, dV/dI])
-        analytic = _analytic_dvdi(session, run_, block[..., 0])
+        measured = run_.measurements(*last)
+        block = measured[0] if measured.size else None  # layer 1: (rows, n, [I, V, dV/dI])
+        analytic = None if block is None else _analytic_dvdi(session, run_, block[..., 0])
         if analytic is not None:
             made.append(
                 plots.derivative_scatter(

@@ -9,24 +9,27 @@ continues an interrupted one from its last completed epoch.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from labctl import plots
-from labctl.commands.lifecycle import add_station_arguments, instrument_session, station_config
-from labctl.records.session import RecordError, Session, SessionWriter, terminate_as_interrupt
-from labctl.station.file import parse_station
+from labctl.commands.lifecycle import (
+    add_station_arguments,
+    instrument_session,
+    record_differential_checks,
+    resume_station,
+    station_config,
+)
+from labctl.records.session import Session, find_session
 from labctl.training.iris import BACKENDS, IrisSettings, summarise, train_folds
 from labctl.training.iris_record import RecordedRun, RecordSink, ReplaySource
 from labctl.training.neurons import GRAD_MODES, ModelNeurons
 from labctl.training.station_neurons import StationNeurons
 from protocols.engine import Engine
-from simulators.world import SimSettings
+from protocols.preflight import check_pairs, refuse_failed
 
 DEFAULTS = IrisSettings()
 
@@ -71,15 +74,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--i-center",
         type=float,
         dest="i_center",
-        default=DEFAULTS.i_center,
-        help="bias current at zero pre-activation (A)",
+        help="bias current at zero pre-activation (A; default: 40 %% of the station's current "
+        f"limit, {DEFAULTS.i_center:g} A on the model backend)",
     )
     parser.add_argument(
         "--i-scale",
         type=float,
         dest="i_scale",
-        default=DEFAULTS.i_scale,
-        help="bias current per unit pre-activation (A)",
+        help="bias current per unit pre-activation (A; default: 20 %% of the station's current "
+        f"limit, {DEFAULTS.i_scale:g} A on the model backend)",
     )
     parser.add_argument("--nplc", type=float, default=DEFAULTS.nplc)
     parser.add_argument("--json", action="store_true", help="print a JSON summary only")
@@ -88,13 +91,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--resume",
         metavar="SESSION",
         type=Path,
-        help="continue an interrupted session from its last completed epoch",
+        help="continue a session (its directory or its id) from its last completed epoch: "
+        "one killed, interrupted or ended by a fault",
+    )
+    parser.add_argument(
+        "--new-limits",
+        action="store_true",
+        help="with --resume: continue although the station file's wiring or limits changed "
+        "since the session was recorded, using the new ones",
     )
     add_station_arguments(parser)
     parser.set_defaults(variability=None)
 
 
-def settings_from(args: argparse.Namespace, grad: str, variability: str) -> IrisSettings:
+def operating_point(args: argparse.Namespace, wiring) -> tuple[float, float]:
+    """Bias centre and scale (A): as given, else from the pairs' limits (station backend)."""
+    if args.backend != "station":
+        centre, scale = DEFAULTS.i_center, DEFAULTS.i_scale
+    else:
+        pairs = [wiring.pair(k) for k in sorted(wiring.pairs)]
+        centre = min(p.bias_centre_a() for p in pairs)
+        scale = min(p.bias_scale_a() for p in pairs)
+    return (
+        args.i_center if args.i_center is not None else centre,
+        args.i_scale if args.i_scale is not None else scale,
+    )
+
+
+def settings_from(args: argparse.Namespace, grad: str, variability: str,
+                  bias: tuple[float, float]) -> IrisSettings:
     return IrisSettings(
         layers=args.layers,
         hidden=args.hidden,
@@ -110,8 +135,8 @@ def settings_from(args: argparse.Namespace, grad: str, variability: str) -> Iris
         patience=args.patience,
         seed=args.seed if args.seed is not None else 0,
         di=args.di,
-        i_center=args.i_center,
-        i_scale=args.i_scale,
+        i_center=bias[0],
+        i_scale=bias[1],
         nplc=args.nplc,
         variability=variability,
     )
@@ -168,8 +193,8 @@ def _train_one(args, grad: str, out: dict) -> dict:
     variability = args.variability or (
         config.simulation.variability if config.simulation else "nominal"
     )
-    settings = settings_from(args, grad, variability)
-    limit = min(p.limits.max_current_a for p in config.pairs.values())
+    settings = settings_from(args, grad, variability, operating_point(args, config.wiring))
+    limit = config.wiring.max_current_a()
     settings.validate(limit, len(config.pairs) if settings.backend == "station" else None)
     seeds = {
         "split": settings.seed,
@@ -182,6 +207,8 @@ def _train_one(args, grad: str, out: dict) -> dict:
         args, "train iris", cfg, seeds, need_station=on_station, station_cfg=config
     ) as run:
         engine = Engine(run.station, nplc=settings.nplc) if on_station else None
+        if engine is not None:
+            _preflight(engine, config.wiring, settings, run.writer)
         source = LiveSource(settings, engine)
         sink = RecordSink(run.writer)
         results = train_folds(settings, limit, source, sink, progress=_progress(args, settings))
@@ -192,6 +219,14 @@ def _train_one(args, grad: str, out: dict) -> dict:
     return summary
 
 
+def _preflight(engine: Engine, wiring, settings: IrisSettings, writer) -> None:
+    """Refuse to train on pairs whose ADC does not read V_B - V_A (recorded either way)."""
+    pairs = [wiring.pair(k) for k in range(1, 1 + settings.layers * settings.hidden)]
+    checks = check_pairs(engine, pairs, settings.di)
+    record_differential_checks(writer, checks)
+    refuse_failed(checks)
+
+
 def _plots(path: Path, results, source: LiveSource, settings: IrisSettings, station) -> None:
     plots.training_curves(
         path / "training.png",
@@ -200,15 +235,14 @@ def _plots(path: Path, results, source: LiveSource, settings: IrisSettings, stat
         f"Iris, {settings.layers} x {settings.hidden} MTJ, {settings.grad}",
     )
     layer = source.layers(0)[0]
-    currents = np.linspace(-50e-6, 90e-6, 57)[:, None] * np.ones((1, layer.n))
+    limit = station.wiring.max_current_a() if station is not None else 100e-6
+    top = min(0.9 * limit, limit - settings.di)
+    currents = np.linspace(-0.5 * limit, top, 57)[:, None] * np.ones((1, layer.n))
     measured = layer.measure(currents).dvdi
     if isinstance(layer, ModelNeurons):
         analytic = layer.exact_dvdi(currents)
-    elif station is not None and station.world is not None:
-        from simulators.mtj import dvdi
-
-        idx = np.array(layer.pairs) - 1
-        analytic = dvdi(station.world.chip.params.take((idx, np.zeros_like(idx))), currents)
+    elif station is not None and station.oracle is not None:
+        analytic = station.oracle.dvdi(layer.pairs, currents)
     else:
         return
     plots.derivative_scatter(
@@ -220,71 +254,45 @@ def _plots(path: Path, results, source: LiveSource, settings: IrisSettings, stat
 
 
 def _resume(args) -> int:
-    """Continue a session: replay its recorded epochs, then train live to the end."""
+    """Continue a session: replay its recorded epochs, then train live to the end.
+
+    A session killed, interrupted or ended by a fault resumes; its arrays are verified
+    first, the station file is re-read (see :func:`resume_station`) and the differential
+    path is checked again before any training.
+    """
+    args.resume = find_session(args.resume, args.sessions_dir)
     session = Session.open(args.resume)
-    if session.stop is not None:
+    if not session.resumable:
         raise ValueError(
             f"{args.resume}: session already finished ({session.stop['exit_status']}); "
             "nothing to resume"
         )
+    session.verify_arrays()
     recorded = RecordedRun(session)
     settings = recorded.settings
-    config = recorded_station(session)
+    config = resume_station(args, session)
     on_station = settings.backend == "station"
-    with terminate_as_interrupt(), _station_for(config, on_station) as station:
-        writer = SessionWriter.reopen(args.resume)
-        if station is not None:
-            station.attach_wire_logs(writer.path)  # appended to the interrupted run's logs
-        with writer:
-            try:
-                engine = Engine(station, nplc=settings.nplc) if station else None
-                live = LiveSource(settings, engine)
-                source = ReplaySource(recorded, live=live)
-                sink = RecordSink(
-                    writer, recorded=set(recorded.epochs), streams=writer.stream_uids()
-                )
-                done = sorted(recorded.folds)
-                todo = [f for f in range(settings.folds) if f not in recorded.folds]
-                results = [recorded.fold_result(f) for f in done]
-                results += train_folds(
-                    settings,
-                    recorded.max_current_a,
-                    source,
-                    sink,
-                    folds=todo,
-                    progress=_progress(args, settings),
-                )
-            finally:
-                if station is not None:
-                    station.safe_shutdown()
-            summary = summarise(sorted(results, key=lambda r: r.fold)) | {"grad": settings.grad}
-            writer.stop("success", summary=summary)
+    limit = config.wiring.max_current_a() if on_station else recorded.max_current_a
+    if on_station:
+        settings.validate(limit, len(config.pairs))
+    with instrument_session(args, "train iris", {}, {}, need_station=on_station,
+                            station_cfg=config, resume=session) as run:
+        engine = Engine(run.station, nplc=settings.nplc) if on_station else None
+        if engine is not None:
+            _preflight(engine, config.wiring, settings, run.writer)
+        live = LiveSource(settings, engine)
+        source = ReplaySource(recorded, live=live)
+        sink = RecordSink(run.writer, recorded=set(recorded.epochs),
+                          streams=run.writer.stream_uids())
+        done = sorted(recorded.folds)
+        todo = [f for f in range(settings.folds) if f not in recorded.folds]
+        results = [recorded.fold_result(f) for f in done]
+        results += train_folds(settings, min(limit, recorded.max_current_a), source, sink,
+                               folds=todo, progress=_progress(args, settings))
+        summary = summarise(sorted(results, key=lambda r: r.fold)) | {"grad": settings.grad}
+        run.summary.update(summary)
     _print_summary(args, {settings.grad: summary | {"session": args.resume.name}})
     return 0
-
-
-def recorded_station(session: Session):
-    """The station a session ran on: its recorded station file and simulation settings."""
-    start = session.start
-    text = start.get("station_file")
-    if not text:
-        raise RecordError(f"{session.path}: the start document holds no station file")
-    config = parse_station(text, f"{session.path} (recorded station file)")
-    sim = start.get("config", {}).get("station", {}).get("simulation")
-    if sim and config.simulation is not None:
-        config = replace(config, simulation=SimSettings.from_record(sim))
-    return config
-
-
-@contextlib.contextmanager
-def _station_for(config, needed: bool):
-    if not needed:
-        yield None
-        return
-    from labctl.station.runtime import open_station
-
-    with open_station(config) as station:
-        yield station
 
 
 def _print_summary(args, summaries: dict) -> None:

@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
                 args.tolerance,
                 args.max_pulses,
                 width_s=args.width,
-                max_amplitude_v=limits.compliance_v,
+                max_amplitude_v=engine.envelope.pulse_amplitude_limit_v(args.pair),
                 i_max=limits.max_current_a,
                 points=args.points,
             )
@@ -151,11 +151,9 @@ def run(args: argparse.Namespace) -> int:
                 },
             )
         true_i_off = None
-        if station.world is not None:
+        if station.oracle is not None:
             # The simulator knows the truth: worth showing next to the estimates.
-            true_i_off = dict(
-                zip(DEVICES, station.world.chip.params.i_off[args.pair - 1].tolist(), strict=True)
-            )
+            true_i_off = station.oracle.i_off(args.pair)
         ok = result.success and all(
             abs(verified.i_off[d] - args.i_off) <= args.tolerance for d in DEVICES
         )

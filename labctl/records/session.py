@@ -14,12 +14,43 @@ only a power cut could lose the tail, and ``stop`` fsyncs once.
 
 Start extras: ``labctl_format`` (:data:`FORMAT_VERSION`), ``labctl_version``, ``labctl_env``,
 ``argv``, ``config``, ``seeds``, ``station_file`` (its text), ``instruments`` (identity and
-settings per instrument). Stop extra: ``labctl_summary``, the headline result. NaN is written as
+settings per instrument). Stop extras: ``labctl_summary``, the headline result, and
+``labctl_shutdown``: whether the safe shutdown confirmed every output off (``confirmed``),
+what it could not confirm (``problems``, naming the instrument) and any signal held while it
+ran (``signals_held``). NaN is written as
 ``NaN`` (a diverged loss is worth recording; Python's json reads it back).
 
 Arrays get a resource (spec ``NPY_FILE``, root = session dir, resource_path relative) and a datum;
 events hold the datum_id under a data key with ``"external": "FILESTORE:"``. Readers resolve
 resource_path against the directory they opened, not root, so sessions can be moved.
+``resource_kwargs`` holds ``sha256``, the SHA-256 (hex) of the ``.npy`` file's bytes (header
+included); :meth:`Session.load_array` and :class:`NpyFileHandler` refuse a file that does not
+match ("checksum mismatch"). Format 1 sessions have no checksum and load unverified; from
+format 2 a resource without one is refused.
+
+Reading checks structure, not only JSON: every document must carry the keys labctl goes on to
+use, with their types (event: uid, time, descriptor, seq_num, data, timestamps; descriptor: uid,
+time, name, data_keys, run_start; resource: uid, spec, resource_path, root, resource_kwargs;
+datum: datum_id, resource, datum_kwargs; stop: uid, time, run_start, exit_status), references
+must point back (an event to a descriptor of its run, its data to exactly the descriptor's keys
+with values of the declared dtype, an external value to a datum, a datum to a resource) and
+every path a document names must stay inside the session directory (relative, no ``..``, no
+symlink out of it; nothing outside is opened). Otherwise :class:`RecordError` names the file,
+the line and the key or path. Only the last line may be torn (unparseable); a whole last line
+that parses but is malformed is refused like any other.
+
+Run segments (format 2). A session ended by ``abort`` or ``fail`` can be continued
+(:meth:`SessionWriter.reopen`). A second stop document for the same run would break Bluesky
+consumers (one start, one stop per run), so the continuation is a new run in the same file:
+``start`` (a new uid, ``labctl_resumes`` = the uid of the run it continues, ``labctl_segment``
+= 1, 2, ...; config, seeds and station file copied from the first start), its own descriptors
+(same names and data keys as before), events, resources, datums and its own ``stop``. Each run
+is valid event-model on its own and ``RunRouter`` splits the file into them. A start may only
+follow a stop. :class:`Session` merges the segments: ``start`` is the first start (the
+configuration), ``starts``/``stops`` all of them, ``stop`` the last segment's stop (None if the
+last segment never stopped), ``events(name)`` the events of every segment's stream ``name`` in
+order. Reopening a session without a stop (killed) still continues its last run in place. A
+labctl reading format 1 only refuses format 2 sessions rather than misreading a segmented one.
 
 Wire logs (:func:`wire_log_path`) are JSON lines, ``t`` = seconds since the transport opened:
 ``{"t": 0.001, "w": "*IDN?\\n"}`` text written, ``{"t": 0.015, "r": "KEITHLEY,...\\n"}`` text
@@ -29,28 +60,33 @@ read, ``{"t": 0.031, "rb": "AAECAw=="}`` bytes read, base64-encoded.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.metadata
+import io
 import json
 import os
 import platform
 import re
 import secrets
-import signal
 import socket
 import time
 import uuid
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: array checksums, run segments (see the module docstring)
 DOCUMENTS = "documents.jsonl"
 EXIT_STATUSES = ("success", "abort", "fail")
+RESUMABLE_STATUSES = ("abort", "fail")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
+_ARRAY_FILE = re.compile(r"(.+)-(\d+)\.npy\Z")
+_SHA256 = re.compile(r"[0-9a-f]{64}\Z")
+DTYPES = ("string", "number", "array", "boolean", "integer")
 
 
 class RecordError(Exception):
@@ -105,11 +141,47 @@ def _labctl_version() -> str:
         return "unknown"
 
 
+def contained_path(session_dir: str | os.PathLike, relative: Any, where: str = "",
+                   _root: str | None = None) -> Path:
+    """``session_dir / relative`` resolved, if it stays inside the session directory.
+
+    ``relative`` must be a relative POSIX path without ``..``; symlinks are followed and must
+    not lead out. Otherwise :class:`RecordError` naming ``where`` (e.g. file and line) and the
+    path; nothing is opened here. (``_root``: ``session_dir`` already resolved.)
+    """
+    prefix = f"{where}: " if where else ""
+    if not isinstance(relative, str) or not relative or "\x00" in relative:
+        raise RecordError(f"{prefix}path {relative!r} is not a usable relative path")
+    if relative.startswith("/") or ".." in relative.split("/"):
+        raise RecordError(f"{prefix}path {relative!r} is outside the session directory "
+                          f"{session_dir} (absolute or '..')")
+    root = _root or os.path.realpath(session_dir)
+    target = os.path.join(root, relative)
+    parts = relative.split("/")
+    if any(os.path.islink(os.path.join(root, *parts[:n])) for n in range(1, len(parts) + 1)):
+        target = os.path.realpath(target)  # only then can it lead anywhere else
+    if target != root and not target.startswith(root.rstrip(os.sep) + os.sep):
+        raise RecordError(f"{prefix}path {relative!r} is outside the session directory "
+                          f"{session_dir} (a symlink to {target})")
+    return Path(target)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
 def wire_log_path(session_dir: str | os.PathLike, instrument_name: str) -> Path:
-    """Path of the wire log ``wire/<instrument_name>.jsonl``; creates ``wire/`` if needed."""
-    wire = Path(session_dir) / "wire"
+    """Path of the wire log ``wire/<instrument_name>.jsonl``; creates ``wire/`` if needed.
+
+    Refuses (:class:`RecordError`) a ``wire/`` or log that is a symlink out of the session."""
+    session_dir = Path(session_dir)
+    name = f"{_safe_name('instrument', instrument_name)}.jsonl"
+    if (session_dir / "wire").is_symlink():
+        contained_path(session_dir, "wire", str(session_dir))
+    wire = session_dir / "wire"
     wire.mkdir(exist_ok=True)
-    return wire / f"{_safe_name('instrument', instrument_name)}.jsonl"
+    contained_path(session_dir, f"wire/{name}", str(session_dir))
+    return wire / name
 
 
 @dataclass
@@ -123,15 +195,18 @@ class _Stream:
 class SessionWriter:
     """Writes one session. Use as a context manager so every way out ends with a stop document.
 
-    Nest it inside :func:`terminate_as_interrupt` so SIGTERM also yields ``abort``::
+    Nest it inside :func:`labctl.commands.signals.signals_as_interrupt` so SIGTERM and
+    SIGHUP also yield ``abort``::
 
-        with terminate_as_interrupt(), SessionWriter.create(root, ...) as session:
+        with signals_as_interrupt(), SessionWriter.create(root, ...) as session:
             ...
     """
 
     def __init__(self, path: Path, file: Any, start_uid: str) -> None:
         self.path = path
-        self.start_uid = start_uid
+        self.start_uid = start_uid  # of the run segment being written
+        self.segment = 0  # 0: the first run of the session; n: its n-th continuation
+        self.resumed_from: str | None = None  # start uid of the run a new segment continues
         self._file = file
         self._streams: dict[str, _Stream] = {}  # descriptor uid -> stream
         self._arrays: dict[str, int] = {}
@@ -166,30 +241,65 @@ class SessionWriter:
         return writer
 
     @classmethod
-    def reopen(cls, session_dir: str | os.PathLike) -> SessionWriter:
-        """Continue an interrupted session (one with no stop document).
+    def reopen(cls, session_dir: str | os.PathLike, argv: list[str] | None = None,
+               instruments: dict | None = None) -> SessionWriter:
+        """Continue a session.
 
-        A torn last line is cut off first; new documents follow the last whole one, on
-        the session's existing streams (see :meth:`stream_uids`).
+        Without a stop document (the process was killed) the last run continues in place,
+        on its existing streams. With one (``abort``/``fail``, or any status: which sessions
+        may be resumed is the caller's policy, see :attr:`Session.resumable`) a new run
+        segment begins: a start document linked to the previous run (``labctl_resumes``;
+        ``argv``/``instruments`` of the resuming command, by default the previous ones) and
+        a descriptor for every stream the session has, so :meth:`stream_uids` names the same
+        streams either way. A torn last line is cut off first; array files keep counting
+        from the highest index on disk, so nothing recorded is overwritten.
         """
         path = Path(session_dir)
         session = Session(path)
-        if session.stop is not None:
-            raise RecordError(f"{path}: session has a stop document "
-                              f"({session.stop.get('exit_status')}); it cannot be continued")
+        for sub in (DOCUMENTS, "arrays", "wire"):  # never append or write through a symlink out
+            if (path / sub).exists() or (path / sub).is_symlink():
+                contained_path(path, sub, str(path))
         file = path / DOCUMENTS
         if session.torn:
             data = file.read_bytes()
             os.truncate(file, data.rstrip(b"\n").rfind(b"\n") + 1)
-        writer = cls(path, open(file, "ab", buffering=0), session.start["uid"])
-        for name, desc in session.descriptors.items():
-            keys = desc["data_keys"]
-            external = tuple(k for k, spec in keys.items() if spec.get("external"))
-            count = len(session._events.get(desc["uid"], []))
-            writer._streams[desc["uid"]] = _Stream(name, frozenset(keys), external, count)
-        for npy in (path / "arrays").glob("*.npy"):
-            name, _, n = npy.stem.rpartition("-")
-            writer._arrays[name] = max(writer._arrays.get(name, 0), int(n) + 1)
+        last = session.starts[-1]
+        if session.stop is None:
+            writer = cls(path, open(file, "ab", buffering=0), last["uid"])
+            writer.segment = len(session.starts) - 1
+            for uid in session._segment_descriptors[-1]:
+                desc = session._descriptors_by_uid[uid]
+                keys = desc["data_keys"]
+                external = tuple(k for k, spec in keys.items() if spec.get("external"))
+                count = session._event_counts.get(uid, 0)
+                writer._streams[uid] = _Stream(desc["name"], frozenset(keys), external, count)
+        else:
+            first = session.start
+            env = {"python": platform.python_version(), "numpy": np.__version__,
+                   "platform": platform.platform(), "host": socket.gethostname()}
+            start = {"uid": _uid(), "time": time.time(), "plan_name": first.get("plan_name", ""),
+                     "labctl_format": FORMAT_VERSION, "labctl_version": _labctl_version(),
+                     "labctl_env": env, "labctl_resumes": last["uid"],
+                     "labctl_segment": len(session.starts),
+                     "argv": list(argv) if argv is not None else list(last.get("argv", [])),
+                     "config": first.get("config", {}), "seeds": first.get("seeds", {}),
+                     "station_file": first.get("station_file"),
+                     "instruments": (instruments if instruments is not None
+                                     else last.get("instruments", {}))}
+            _check_keys(start, "start")
+            line = _encode("start", start)
+            writer = cls(path, open(file, "ab", buffering=0), start["uid"])
+            writer.segment = start["labctl_segment"]
+            writer.resumed_from = last["uid"]
+            writer._write(line)
+            for name, desc in session.descriptors.items():
+                writer.descriptor(name, desc["data_keys"])
+        for ref in [*(path / "arrays").glob("*.npy"),
+                    *(PurePosixPath(r["resource_path"]) for r, _ in session._resources.values())]:
+            match = _ARRAY_FILE.match(ref.name)
+            if match:
+                name, n = match.group(1), int(match.group(2))
+                writer._arrays[name] = max(writer._arrays.get(name, 0), n + 1)
         return writer
 
     def stream_uids(self) -> dict[str, str]:
@@ -242,15 +352,22 @@ class SessionWriter:
         n = self._arrays.get(_safe_name("array", name), 0)
         relative = f"arrays/{name}-{n}.npy"
         target = self.path / relative
+        if (self.path / "arrays").is_symlink():
+            contained_path(self.path, "arrays", str(self.path))
         target.parent.mkdir(exist_ok=True)
+        contained_path(self.path, relative, str(self.path))
+        buffer = io.BytesIO()
+        np.save(buffer, np.asarray(arr), allow_pickle=False)
+        data = buffer.getvalue()
         partial = target.with_suffix(".npy.partial")
-        with open(partial, "wb") as f:
-            np.save(f, np.asarray(arr), allow_pickle=False)
+        partial.unlink(missing_ok=True)  # a leftover (or planted symlink) is never written through
+        with open(partial, "xb") as f:
+            f.write(data)
         os.replace(partial, target)  # a datum never points at a half-written file
         self._arrays[name] = n + 1
         resource = {"uid": _uid(), "spec": "NPY_FILE", "root": str(self.path.resolve()),
-                    "resource_path": relative, "resource_kwargs": {}, "path_semantics": "posix",
-                    "run_start": self.start_uid}
+                    "resource_path": relative, "resource_kwargs": {"sha256": _sha256(data)},
+                    "path_semantics": "posix", "run_start": self.start_uid}
         self._write(_encode("resource", resource))
         datum_id = f"{resource['uid']}/0"
         self._write(_encode("datum", {"datum_id": datum_id, "resource": resource["uid"],
@@ -258,8 +375,9 @@ class SessionWriter:
         return datum_id
 
     def stop(self, exit_status: str = "success", reason: str = "",
-             summary: dict | None = None) -> None:
-        """Write the stop document (``summary`` is the headline result) and close the file."""
+             summary: dict | None = None, shutdown: dict | None = None) -> None:
+        """Write the stop document (``summary`` is the headline result; ``shutdown`` what
+        the safe shutdown confirmed, as ``labctl_shutdown``) and close the file."""
         if exit_status not in EXIT_STATUSES:
             raise ValueError(f"exit_status must be one of {EXIT_STATUSES}, not {exit_status!r}")
         _check_keys(summary or {}, "labctl_summary")
@@ -267,6 +385,9 @@ class SessionWriter:
                "exit_status": exit_status, "reason": reason,
                "num_events": {s.name: s.count for s in self._streams.values()},
                "labctl_summary": summary or {}}
+        if shutdown is not None:
+            _check_keys(shutdown, "labctl_shutdown")
+            doc["labctl_shutdown"] = shutdown
         self._write(_encode("stop", doc))
         file, self._file = self._file, None
         os.fsync(file.fileno())
@@ -300,94 +421,330 @@ def _parse(file: Path, lineno: int, raw: bytes) -> tuple[str, dict]:
         name, doc = json.loads(raw)
         if not isinstance(name, str) or not isinstance(doc, dict):
             raise ValueError("not a [name, document] pair")
-    except (ValueError, TypeError) as err:
+    except (ValueError, TypeError, RecursionError) as err:
         raise RecordError(f"{file}, line {lineno}: invalid document ({err})") from None
     if lineno == 1:
-        if name != "start" or not isinstance(doc.get("labctl_format"), int):
+        fmt = doc.get("labctl_format")
+        if name != "start" or not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
             raise RecordError(f"{file}, line 1: not a labctl session (no start document "
                               "with labctl_format)")
-        if doc["labctl_format"] > FORMAT_VERSION:
-            raise RecordError(f"{file}: session format {doc['labctl_format']} is newer than "
-                              f"format {FORMAT_VERSION} read by this labctl; upgrade labctl")
+        if fmt > FORMAT_VERSION:
+            raise RecordError(f"{file}: session format {fmt} is newer than "
+                              f"format {FORMAT_VERSION} read by this labctl (it reads format "
+                              f"1 to {FORMAT_VERSION}); upgrade labctl")
     return name, doc
 
 
-def _documents(session_dir: Path, torn: list[str]) -> Iterator[tuple[str, dict]]:
-    """Yield documents; a torn last line is skipped and described in ``torn``."""
+_KINDS: dict[str, Any] = {
+    "string": lambda v: isinstance(v, str),
+    "integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "number": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "boolean": lambda v: isinstance(v, bool),
+    "object": lambda v: isinstance(v, dict),
+    "array": lambda v: isinstance(v, list),
+    "null": lambda v: v is None,
+}
+
+
+_PLAIN = {"string": str, "object": dict, "array": list}
+
+
+def _is(value: Any, kinds: str) -> bool:
+    plain = _PLAIN.get(kinds)
+    if plain is not None:  # the common case, fast
+        return isinstance(value, plain)
+    return any(_KINDS[kind](value) for kind in kinds.split("|"))
+
+
+def _kind_of(value: Any) -> str:
+    return next((k for k in ("null", "boolean", "integer", "number", "string", "object", "array")
+                 if _KINDS[k](value)), type(value).__name__)
+
+
+class _Checker:
+    """Checks documents in file order (the rules are in the module docstring)."""
+
+    def __init__(self, session_dir: Path, file: Path) -> None:
+        self.dir, self.file = session_dir, file
+        self.root = os.path.realpath(session_dir)
+        self.start: dict | None = None  # of the open run segment; None once it stopped
+        self.previous: str | None = None  # start uid of the last stopped run
+        self.format = FORMAT_VERSION
+        self.descriptors: dict[str, dict] = {}  # uid -> descriptor, of the open run
+        self.resources: set[str] = set()
+        self.datums: set[str] = set()
+        self.lineno, self.name = 0, ""
+
+    def error(self, message: str) -> RecordError:
+        return RecordError(f"{self.file}, line {self.lineno}: {self.name} document: {message}")
+
+    def key(self, doc: dict, key: str, kinds: str, optional: bool = False,
+            where: str = "") -> Any:
+        if key not in doc:
+            if optional:
+                return None
+            raise self.error(f"key {where + key!r} missing")
+        value = doc[key]
+        if not _is(value, kinds):
+            raise self.error(f"key {where + key!r} is {_kind_of(value)}, expected "
+                             f"{kinds.replace('|', ' or ')}")
+        return value
+
+    def check(self, lineno: int, name: str, doc: dict) -> None:
+        self.lineno, self.name = lineno, name
+        handlers = {"start": self._start, "descriptor": self._descriptor, "event": self._event,
+                    "resource": self._resource, "datum": self._datum, "stop": self._stop}
+        if name not in handlers:
+            raise RecordError(f"{self.file}, line {lineno}: unknown document {name!r}")
+        if name == "start" and self.start is not None:
+            raise self.error("a start document before the stop of the run it would follow")
+        if name != "start" and self.start is None:
+            raise self.error("after the stop document (only a start may follow a stop)")
+        handlers[name](doc)
+
+    def _run_start(self, doc: dict, optional: bool = False) -> None:
+        run_start = self.key(doc, "run_start", "string", optional)
+        if run_start is not None and run_start != self.start["uid"]:
+            raise self.error(f"key 'run_start' {run_start!r} is not this run's start uid "
+                             f"{self.start['uid']!r}")
+
+    def _start(self, doc: dict) -> None:
+        self.key(doc, "uid", "string")
+        self.key(doc, "time", "number")
+        fmt = self.key(doc, "labctl_format", "integer")
+        if not 1 <= fmt <= FORMAT_VERSION:
+            raise self.error(f"key 'labctl_format' {fmt} is not a format read by this labctl "
+                             f"(1 to {FORMAT_VERSION})")
+        self.key(doc, "plan_name", "string", optional=True)
+        argv = self.key(doc, "argv", "array", optional=True)
+        if argv is not None and not all(isinstance(a, str) for a in argv):
+            raise self.error("key 'argv' must be an array of strings")
+        config = self.key(doc, "config", "object", optional=True) or {}
+        self.key(config, "settings", "object", True, "config.")
+        self.key(config, "max_current_a", "number", True, "config.")
+        station = self.key(config, "station", "object", True, "config.") or {}
+        self.key(station, "simulation", "object|null", True, "config.station.")
+        self.key(doc, "seeds", "object", optional=True)
+        self.key(doc, "station_file", "string|null", optional=True)
+        instruments = self.key(doc, "instruments", "object", optional=True) or {}
+        for name in instruments:
+            self.key(instruments, name, "object", where="instruments.")
+            self.key(instruments[name], "resource", "string|null", True,
+                     f"instruments.{name}.")
+        if self.previous is not None:
+            resumes = self.key(doc, "labctl_resumes", "string")
+            if resumes != self.previous:
+                raise self.error(f"key 'labctl_resumes' {resumes!r} is not the uid of the run "
+                                 f"before it ({self.previous!r})")
+        self.start, self.format, self.descriptors = doc, fmt, {}
+
+    def _descriptor(self, doc: dict) -> None:
+        uid = self.key(doc, "uid", "string")
+        self.key(doc, "time", "number")
+        self._run_start(doc)
+        name = self.key(doc, "name", "string")
+        if any(d["name"] == name for d in self.descriptors.values()):
+            raise self.error(f"stream {name!r} has a descriptor already in this run")
+        data_keys = self.key(doc, "data_keys", "object")
+        for key in data_keys:
+            spec = self.key(data_keys, key, "object", where="data_keys.")
+            where = f"data_keys.{key}."
+            dtype = self.key(spec, "dtype", "string", where=where)
+            if dtype not in DTYPES:
+                raise self.error(f"key {where + 'dtype'!r} is {dtype!r}, not one of {DTYPES}")
+            self.key(spec, "shape", "array", where=where)
+            self.key(spec, "source", "string", where=where)
+            self.key(spec, "external", "string", True, where)
+        self.descriptors[uid] = doc
+
+    def _event(self, doc: dict) -> None:
+        self.key(doc, "uid", "string")
+        self.key(doc, "time", "number")
+        uid = self.key(doc, "descriptor", "string")
+        if uid not in self.descriptors:
+            raise self.error(f"key 'descriptor' {uid!r} names no descriptor of this run")
+        descriptor = self.descriptors[uid]
+        self.key(doc, "seq_num", "integer")
+        data = self.key(doc, "data", "object")
+        self.key(doc, "timestamps", "object")
+        self.key(doc, "filled", "object", optional=True)
+        declared = descriptor["data_keys"]
+        for key in data.keys() - declared.keys():
+            raise self.error(f"key 'data.{key}' is not a data key of stream "
+                             f"{descriptor['name']!r}")
+        for key, spec in declared.items():
+            kinds = "string" if spec.get("external") else spec["dtype"]
+            value = self.key(data, key, kinds, where="data.")
+            if spec.get("external") and value not in self.datums:
+                raise self.error(f"key 'data.{key}' {value!r} is no datum_id of this session")
+
+    def _resource(self, doc: dict) -> None:
+        uid = self.key(doc, "uid", "string")
+        spec = self.key(doc, "spec", "string")
+        path = self.key(doc, "resource_path", "string")
+        self.key(doc, "root", "string")
+        kwargs = self.key(doc, "resource_kwargs", "object")
+        semantics = self.key(doc, "path_semantics", "string", optional=True)
+        if semantics not in (None, "posix"):
+            raise self.error(f"key 'path_semantics' is {semantics!r}, expected 'posix'")
+        self._run_start(doc, optional=True)
+        contained_path(self.dir, path, f"{self.file}, line {self.lineno}: resource_path",
+                       self.root)
+        if spec == "NPY_FILE":
+            checksum = self.key(kwargs, "sha256", "string", optional=self.format < 2,
+                                where="resource_kwargs.")
+            if checksum is not None and not _SHA256.match(checksum):
+                raise self.error(f"key 'resource_kwargs.sha256' {checksum!r} is not a "
+                                 "SHA-256 in hex")
+        self.resources.add(uid)
+
+    def _datum(self, doc: dict) -> None:
+        datum_id = self.key(doc, "datum_id", "string")
+        resource = self.key(doc, "resource", "string")
+        if resource not in self.resources:
+            raise self.error(f"key 'resource' {resource!r} names no resource of this session")
+        self.key(doc, "datum_kwargs", "object")
+        self.datums.add(datum_id)
+
+    def _stop(self, doc: dict) -> None:
+        self.key(doc, "uid", "string")
+        self.key(doc, "time", "number")
+        self._run_start(doc)
+        status = self.key(doc, "exit_status", "string")
+        if status not in EXIT_STATUSES:
+            raise self.error(f"key 'exit_status' is {status!r}, not one of {EXIT_STATUSES}")
+        self.key(doc, "reason", "string", optional=True)
+        self.key(doc, "num_events", "object", optional=True)
+        self.key(doc, "labctl_summary", "object", optional=True)
+        self.key(doc, "labctl_shutdown", "object", optional=True)
+        self.previous, self.start = self.start["uid"], None
+
+
+def _numbered_documents(session_dir: Path, torn: list[str]) -> Iterator[tuple[int, str, dict]]:
+    """Yield checked ``(line, name, doc)``; a torn last line is skipped and described in
+    ``torn``. A last line that parses but breaks the rules is refused, not skipped."""
     file = session_dir / DOCUMENTS
     try:
         f = open(file, "rb")
     except FileNotFoundError:
         raise RecordError(f"{file}: missing, not a labctl session") from None
+    checker = _Checker(session_dir, file)
     with f:
         lines = enumerate(f, 1)
         pending = next(lines, None)
         if pending is None:
             raise RecordError(f"{file}: empty, not a labctl session")
         for following in lines:  # one line of look-ahead: only the last line may be torn
-            yield _parse(file, *pending)
+            name, doc = _parse(file, *pending)
+            checker.check(pending[0], name, doc)
+            yield pending[0], name, doc
             pending = following
         lineno, raw = pending
         try:
             if not raw.endswith(b"\n"):
                 raise RecordError(f"{file}, line {lineno}: no trailing newline")
-            last = _parse(file, lineno, raw)
+            name, doc = _parse(file, lineno, raw)
         except RecordError as err:
             if lineno == 1:  # without a whole start document this is no session at all
                 raise
             torn.append(f"{err}; torn last line skipped")
             return
-        yield last
+        checker.check(lineno, name, doc)
+        yield lineno, name, doc
+
+
+def _documents(session_dir: Path, torn: list[str]) -> Iterator[tuple[str, dict]]:
+    """Yield checked documents; a torn last line is skipped and described in ``torn``."""
+    for _, name, doc in _numbered_documents(session_dir, torn):
+        yield name, doc
 
 
 def read_documents(session_dir: str | os.PathLike) -> Iterator[tuple[str, dict]]:
-    """Yield ``(name, doc)``; warns :class:`TornRecordWarning` for a torn last line."""
+    """Yield ``(name, doc)``, each checked (see the module docstring: :class:`RecordError`
+    names file, line and key); warns :class:`TornRecordWarning` for a torn last line."""
     torn: list[str] = []
     yield from _documents(Path(session_dir), torn)
     for message in torn:
         warnings.warn(message, TornRecordWarning, stacklevel=2)
 
 
-class NpyFileHandler:
-    """event-model handler for spec ``NPY_FILE``: ``Filler({"NPY_FILE": NpyFileHandler})``."""
+def _load_npy(data: bytes, where: str) -> np.ndarray:
+    try:
+        arr = np.load(io.BytesIO(data), allow_pickle=False)
+    except (ValueError, OSError, EOFError) as err:
+        raise RecordError(f"{where}: not a readable .npy array ({err})") from None
+    if not isinstance(arr, np.ndarray):  # an .npz archive
+        raise RecordError(f"{where}: not a single .npy array")
+    return arr
 
-    def __init__(self, full_path: str, **resource_kwargs: Any) -> None:
+
+class NpyFileHandler:
+    """event-model handler for spec ``NPY_FILE``: ``Filler({"NPY_FILE": NpyFileHandler})``;
+    verifies the resource's ``sha256`` when it has one."""
+
+    def __init__(self, full_path: str, sha256: str | None = None, **resource_kwargs: Any) -> None:
         self.full_path = full_path
+        self.sha256 = sha256
 
     def __call__(self, **datum_kwargs: Any) -> np.ndarray:
-        return np.load(self.full_path, allow_pickle=False)
+        data = Path(self.full_path).read_bytes()
+        if self.sha256 is not None and _sha256(data) != self.sha256:
+            raise RecordError(f"{self.full_path}: checksum mismatch (SHA-256 {_sha256(data)}, "
+                              f"recorded {self.sha256})")
+        return _load_npy(data, self.full_path)
 
 
 class Session:
-    """A session read back: ``start``, ``descriptors`` by stream name, ``stop`` (None when the
-    run was interrupted) and ``torn`` (the last line was cut short and skipped).
+    """A session read back (every document checked, see the module docstring).
+
+    ``start`` (the first run's: the configuration), ``starts`` and ``stops`` (one per run
+    segment; a session is resumed after abort/fail as a new segment), ``stop`` (the last
+    segment's, None when it was interrupted), ``descriptors`` (by stream name, the latest),
+    ``torn`` (the last line was cut short and skipped).
 
     ``Session(path)`` reads quietly; :meth:`open` also warns about a torn last line."""
 
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
+        self.file = self.path / DOCUMENTS
         self.start: dict = {}
+        self.starts: list[dict] = []
+        self.stops: list[dict] = []
         self.descriptors: dict[str, dict] = {}
         self.stop: dict | None = None
-        self._events: dict[str, list[dict]] = {}  # descriptor uid -> event data
-        self._resources: dict[str, dict] = {}
+        self._descriptors_by_uid: dict[str, dict] = {}
+        self._descriptor_lines: dict[str, int] = {}
+        self._segment_descriptors: list[list[str]] = []  # descriptor uids, per run segment
+        self._events: dict[str, list[tuple[str, dict]]] = {}  # stream -> (descriptor uid, data)
+        self._event_counts: dict[str, int] = {}  # descriptor uid -> events
+        self._resources: dict[str, tuple[dict, int]] = {}  # uid -> (resource, line)
         self._datums: dict[str, dict] = {}
         self.torn_messages: list[str] = []
         self.last_time: float | None = None  # of the last whole document
-        for name, doc in _documents(self.path, self.torn_messages):
+        for lineno, name, doc in _numbered_documents(self.path, self.torn_messages):
             self.last_time = doc.get("time", self.last_time)
             if name == "start":
-                self.start = doc
+                self.starts.append(doc)
+                self._segment_descriptors.append([])
+                self.stop = None
             elif name == "descriptor":
                 self.descriptors[doc["name"]] = doc
+                self._descriptors_by_uid[doc["uid"]] = doc
+                self._descriptor_lines[doc["uid"]] = lineno
+                self._segment_descriptors[-1].append(doc["uid"])
             elif name == "event":
-                self._events.setdefault(doc["descriptor"], []).append(doc["data"])
+                uid = doc["descriptor"]
+                stream = self._descriptors_by_uid[uid]["name"]
+                self._events.setdefault(stream, []).append((uid, doc["data"]))
+                self._event_counts[uid] = self._event_counts.get(uid, 0) + 1
             elif name == "resource":
-                self._resources[doc["uid"]] = doc
+                self._resources[doc["uid"]] = (doc, lineno)
             elif name == "datum":
                 self._datums[doc["datum_id"]] = doc
             elif name == "stop":
+                self.stops.append(doc)
                 self.stop = doc
+        self.start = self.starts[0]
         self.torn = bool(self.torn_messages)
 
     @classmethod
@@ -397,26 +754,100 @@ class Session:
             warnings.warn(message, TornRecordWarning, stacklevel=2)
         return session
 
+    @property
+    def resumable(self) -> bool:
+        """Interrupted (no stop), or its last run ended ``abort``/``fail``."""
+        return self.stop is None or self.stop["exit_status"] in RESUMABLE_STATUSES
+
+    @property
+    def n_events(self) -> int:
+        return sum(self._event_counts.values())
+
     def events(self, stream_name: str, fill: bool = False) -> list[dict]:
-        """Event data of a stream in order; ``fill`` loads external (array) keys."""
+        """Event data of a stream in order, over every run segment; ``fill`` loads external
+        (array) keys."""
         if stream_name not in self.descriptors:
             raise KeyError(f"no stream {stream_name!r} in {self.path}: {sorted(self.descriptors)}")
-        descriptor = self.descriptors[stream_name]
-        rows = self._events.get(descriptor["uid"], [])
-        external = [k for k, spec in descriptor["data_keys"].items() if spec.get("external")]
-        if not (fill and external):
-            return list(rows)
-        return [{**row, **{k: self.load_array(row[k]) for k in external}} for row in rows]
+        rows = self._events.get(stream_name, [])
+        if not fill:
+            return [data for _, data in rows]
+        out = []
+        for uid, data in rows:
+            keys = self._descriptors_by_uid[uid]["data_keys"]
+            external = [k for k, spec in keys.items() if spec.get("external")]
+            out.append({**data, **{k: self.load_array(data[k]) for k in external}})
+        return out
+
+    def check_stream(self, stream_name: str, keys: dict[str, str]) -> None:
+        """Refuse (:class:`RecordError`, naming the descriptor's line and the key) a stream
+        whose descriptors lack one of ``keys`` or declare it otherwise: ``keys`` maps data
+        key -> dtype ("number" also takes "integer") or "external" (an array file). Events
+        are checked against their descriptor on reading, so their values then have these
+        types."""
+        for uid, desc in self._descriptors_by_uid.items():
+            if desc["name"] != stream_name:
+                continue
+            where = f"{self.file}, line {self._descriptor_lines[uid]}: stream {stream_name!r}"
+            declared = desc["data_keys"]
+            for key, want in keys.items():
+                if key not in declared:
+                    raise RecordError(f"{where}: data key {key!r} missing")
+                spec = declared[key]
+                if want == "external":
+                    ok = bool(spec.get("external"))
+                else:
+                    ok = not spec.get("external") and spec["dtype"] in (
+                        (want, "integer") if want == "number" else (want,))
+                if not ok:
+                    got = "external" if spec.get("external") else spec["dtype"]
+                    raise RecordError(f"{where}: data key {key!r} is {got}, expected {want}")
 
     def load_array(self, datum_id: str) -> np.ndarray:
-        """Load the array an event refers to by datum_id."""
-        try:
-            resource = self._resources[self._datums[datum_id]["resource"]]
-        except KeyError:
-            raise RecordError(f"{self.path}: no datum/resource for {datum_id!r}") from None
+        """Load the array an event refers to by datum_id, verifying its checksum."""
+        datum = self._datums.get(datum_id) if isinstance(datum_id, str) else None
+        if datum is None:
+            raise RecordError(f"{self.path}: no datum/resource for {datum_id!r}")
+        resource, lineno = self._resources[datum["resource"]]
         if resource["spec"] != "NPY_FILE":
             raise RecordError(f"{self.path}: cannot load spec {resource['spec']!r}")
-        return np.load(self.path / resource["resource_path"], allow_pickle=False)
+        relative = resource["resource_path"]
+        where = f"{self.file}, line {lineno}"
+        path = contained_path(self.path, relative, f"{where}: resource_path")
+        if not path.is_file():
+            raise RecordError(f"{self.path}: array file {relative} is missing or not a regular "
+                              f"file ({where})")
+        try:
+            data = path.read_bytes()
+        except OSError as err:
+            raise RecordError(f"{self.path}: array file {relative}: {err}") from None
+        expected = resource["resource_kwargs"].get("sha256")
+        if expected is not None and _sha256(data) != expected:
+            raise RecordError(f"session {self.path}: array file {relative}: checksum mismatch "
+                              f"(SHA-256 {_sha256(data)}, recorded {expected} on {where})")
+        return _load_npy(data, f"{self.path}: array file {relative}")
+
+    def verify_arrays(self) -> int:
+        """Load every array the session's datums refer to, verifying each checksum (the
+        first bad one raises :class:`RecordError`); returns how many were checked. For a
+        resume to call before it appends anything."""
+        for datum_id in self._datums:
+            self.load_array(datum_id)
+        return len(self._datums)
+
+    def wire_logs(self) -> dict[str, Path]:
+        """The wire logs ``wire/<instrument>.jsonl`` by instrument name, resolved; a log or
+        ``wire/`` that leads out of the session is refused (nothing outside is opened)."""
+        wire = self.path / "wire"
+        if not (wire.exists() or wire.is_symlink()):
+            return {}
+        contained_path(self.path, "wire", f"{self.path}: wire logs")
+        logs = {}
+        for log in sorted(wire.glob("*.jsonl")):
+            path = contained_path(self.path, f"wire/{log.name}", f"{self.path}: wire log")
+            if not path.is_file():
+                raise RecordError(f"{self.path}: wire log wire/{log.name} is not a regular file")
+            logs[log.stem] = path
+        return logs
 
 
 @dataclass(frozen=True)
@@ -446,7 +877,7 @@ def _summarise(path: Path) -> SessionSummary:
         stop = session.stop or {}
         summary = stop.get("labctl_summary") or {}
         headline = ", ".join(f"{k}={_format_value(v)}" for k, v in summary.items())
-        n_events = sum(map(len, session._events.values()))
+        n_events = session.n_events
     except Exception as err:  # one broken directory must never break the whole listing
         return SessionSummary(path.name, path, "", None, "unreadable", "", 0, str(err))
     reason = stop.get("reason") or "; ".join(session.torn_messages)
@@ -464,19 +895,13 @@ def list_sessions(root: str | os.PathLike) -> list[SessionSummary]:
     return [_summarise(p) for p in dirs]
 
 
-@contextlib.contextmanager
-def terminate_as_interrupt() -> Iterator[None]:
-    """Within the block, SIGTERM raises ``KeyboardInterrupt("SIGTERM")`` in the main thread, so
-    cleanup runs as for Ctrl-C and the stop document says abort / SIGTERM."""
-
-    def handler(signum: int, frame: Any) -> None:
-        # One shot: a second SIGTERM must not cut short the cleanup the first one started
-        # (e.g. ramping a source down); kill -9 remains for a hung process.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        raise KeyboardInterrupt("SIGTERM")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL if previous is None else previous)
+def find_session(ref: str | os.PathLike, root: str | os.PathLike) -> Path:
+    """A session given as its directory, or as its id (a directory name under ``root``, the
+    sessions directory); RecordError naming both places if neither is a session."""
+    path = Path(ref)
+    if (path / DOCUMENTS).is_file():
+        return path
+    by_id = Path(root) / str(ref)
+    if path.name == str(ref) and (by_id / DOCUMENTS).is_file():
+        return by_id
+    raise RecordError(f"{ref}: no session there, nor an id of one in {root}")

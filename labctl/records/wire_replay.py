@@ -18,6 +18,16 @@ What is changed in the re-run, and why:
 * ``train iris --grad a,b`` records one session per derivative mode: only this session's
   mode is run.
 
+What is refused, so that a replay never writes outside its own ``--out``: a recorded command
+line that names a session to continue (``train iris --resume OTHER``: the run would append to
+and seal OTHER), or any other path option this module does not know to confine; a session
+with more than one run segment (resumed after abort/fail: its wire logs hold the traffic of
+several commands); wire logs that lead out of the session directory (symlinks).
+
+This module never imports the CLI (``labctl.cli`` imports the command that imports this):
+the caller hands it the parser, ``replay_wire(session, out, parser_factory)``, with
+``labctl.commands.replay`` passing ``labctl.cli.build_parser``.
+
 How the command ended is compared too. ``success``: every recorded message must have been
 replayed (leftover is a divergence). ``fail``: the replay must fail with the same reason,
 and replay everything (the recorded failure's cleanup is in the log). ``abort`` (Ctrl-C,
@@ -39,19 +49,25 @@ import io
 import json
 import logging
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from instruments.replay_transport import ReplayGroup, WireReplayTransport
 from instruments.transport import WireLog
-from labctl.records.session import RecordError, Session
+from labctl.records.session import RecordError, Session, contained_path
 from labctl.station.file import InstrumentConfig
 from labctl.station.runtime import adapters_from
 
 REPLAY_DIR = "wire-replay"
 STATION_FILE = "recorded-station.toml"
 OUTPUT_FILE = "replay-output.txt"
+ParserFactory = Callable[[], argparse.ArgumentParser]
+# Path options of recorded commands: redirected to the replay directory or dropped
+# (_prepare_args), or only ever read. Any other path option is refused (_confine).
+_CONFINED_PATHS = frozenset({"sessions_dir", "out"})
+_READ_ONLY_PATHS = frozenset({"station", "data_dir"})
 
 
 @dataclass
@@ -79,10 +95,10 @@ class WireReplayResult:
     output: str | None = None
 
 
-def _parse_recorded_argv(argv: list[str], plan_name: str) -> argparse.Namespace:
-    from labctl.cli import build_parser  # the cli imports this module's caller
-
-    parser = build_parser()
+def _parse_recorded_argv(
+    argv: list[str], plan_name: str, parser_factory: ParserFactory
+) -> argparse.Namespace:
+    parser = parser_factory()
     err = io.StringIO()
     try:
         with contextlib.redirect_stderr(err):
@@ -100,6 +116,22 @@ def _parse_recorded_argv(argv: list[str], plan_name: str) -> argparse.Namespace:
             f"{plan_name!r}; cannot replay it"
         )
     return args
+
+
+def _confine(args: argparse.Namespace, argv: list[str]) -> None:
+    """Refuse a recorded command that would write where the replay cannot redirect it."""
+    resume = getattr(args, "resume", None)
+    if resume is not None:
+        raise RecordError(
+            f"the recorded command line {argv!r} continues session {str(resume)!r}: a wire "
+            "replay would write into (and seal) that session; refused"
+        )
+    for key, value in sorted(vars(args).items()):
+        if isinstance(value, Path) and key not in _CONFINED_PATHS | _READ_ONLY_PATHS:
+            raise RecordError(
+                f"the recorded command line {argv!r} names a path ({key} = {str(value)!r}) "
+                "that a wire replay cannot keep inside its output directory; refused"
+            )
 
 
 def _check_replayable(start: dict, plan_name: str) -> None:
@@ -148,16 +180,27 @@ class _AfterDivergence(logging.Filter):
         return not self.group.stopped
 
 
-def replay_wire(session_dir: Path, out: Path | None = None) -> WireReplayResult:
-    """Re-run the command of ``session_dir`` against its wire logs (see the module doc)."""
+def replay_wire(
+    session_dir: Path, out: Path | None = None, parser_factory: ParserFactory | None = None
+) -> WireReplayResult:
+    """Re-run the command of ``session_dir`` against its wire logs (see the module doc);
+    ``parser_factory`` builds the labctl parser (``labctl.cli.build_parser``)."""
+    if parser_factory is None:
+        raise TypeError("replay_wire needs parser_factory (e.g. labctl.cli.build_parser)")
     session = Session.open(session_dir)
     start = session.start
     if not start:
         raise RecordError(f"{session_dir}: no start document")
     plan_name = start.get("plan_name", "")
     argv = list(start.get("argv") or [])
-    wire_dir = Path(session_dir) / "wire"
-    logs = sorted(wire_dir.glob("*.jsonl")) if wire_dir.is_dir() else []
+    if len(session.starts) > 1:
+        raise RecordError(
+            f"{session_dir}: the session holds {len(session.starts)} runs (it was resumed); "
+            "its wire logs hold the traffic of all of them and a wire replay re-runs one "
+            "command"
+        )
+    by_name = session.wire_logs()  # refuses logs that lead out of the session
+    logs = list(by_name.values())
     if not logs:
         raise RecordError(
             f"{session_dir}: no wire logs (wire/*.jsonl) to replay: the {plan_name!r} "
@@ -171,14 +214,17 @@ def replay_wire(session_dir: Path, out: Path | None = None) -> WireReplayResult:
     recorded_status = stop["exit_status"] if stop else "interrupted"
     result = WireReplayResult(str(session_dir), plan_name, argv, recorded_status)
 
-    out = Path(out) if out is not None else Path(session_dir) / REPLAY_DIR
+    args = _parse_recorded_argv(argv, plan_name, parser_factory)
+    _confine(args, argv)
+    if out is None:
+        contained_path(session_dir, REPLAY_DIR, f"{session_dir}: wire replay directory")
+        out = Path(session_dir) / REPLAY_DIR
+    out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    args = _parse_recorded_argv(argv, plan_name)
     result.notes = _prepare_args(args, start, out)
 
     interrupt = (stop.get("reason") or "KeyboardInterrupt") if recorded_status == "abort" else None
     group = ReplayGroup(interrupt=interrupt)
-    by_name = {p.stem: p for p in logs}
 
     def factory(cfg: InstrumentConfig, wire_log: WireLog) -> WireReplayTransport:
         if cfg.name not in by_name:
@@ -319,10 +365,10 @@ def _print_report(result: WireReplayResult) -> None:
         print(f"labctl: wire replay did not match: {result.problem}", file=sys.stderr)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, parser_factory: ParserFactory) -> int:
     """`labctl replay SESSION --wire` (``--out``: where the replayed session goes;
-    ``--json``: print the result as JSON)."""
-    result = replay_wire(args.session, args.out)
+    ``--json``: print the result as JSON); ``parser_factory``: see :func:`replay_wire`."""
+    result = replay_wire(args.session, args.out, parser_factory)
     if getattr(args, "json", False):
         print(json.dumps(result.__dict__, indent=2, default=str))
     else:

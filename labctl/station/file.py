@@ -2,61 +2,90 @@
 
 Example (docs/station-example.toml has the full form)::
 
-    [instruments.smu_a]
+    [instruments.k1]
     driver = "keithley2400"
     resource = "TCPIP::192.168.0.20::5025::SOCKET"
     identity = "MODEL 2400"
     timeout_s = 5.0
 
     [wiring]
-    smu_a = "smu_a"   # biases device A of every pair
-    smu_b = "smu_b"   # biases device B
-    adc = "adc"       # reads V_B - V_A through the differential amplifier
+    smu_a = "k1"          # the SMU channel that biases device A of every pair
+    smu_b = "k2"          # ... device B (NAME or NAME:CHANNEL)
+    trigger_master = "k1" # its trigger output paces the other SMU and the ADC
+    adc = "adc"           # reads adc_polarity * (V_B - V_A) on adc_input
+    adc_input = 1
+    adc_polarity = 1
     switch = "switch"
     prober = "prober"
-    n_pairs = 16      # pairs 1..16 on channels 1Akk / 1Bkk, ADC input 1
+    n_pairs = 16          # pairs 1..16 on switch channels 1Akk / 1Bkk
 
-    [limits]          # every device; a [[wiring.pair]] entry may override them
+    [limits]              # every device; a [[wiring.pair]] entry may lower them
     max_current_a = 100e-6
     compliance_v = 0.8
     ramp_step_a = 20e-6
 
+    [ratings]             # the devices' absolute maximum ratings
+    breakdown_v = 1.0
+
 A `[simulation]` table makes it a simulated station: instruments without a `resource`
-are served by the in-process simulator. No file at all means :func:`builtin_station`.
-Units: A, V, s.
+are served by the in-process simulator, cabled as the wiring says. No file at all means
+the built-in station (:data:`BUILTIN_TEXT`). The wiring model itself (pairs, channels,
+limits, ratings) is :mod:`protocols.wiring`. Units: A, V, s, Ohm.
 """
 
 from __future__ import annotations
 
 import math
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
+from protocols.wiring import (
+    Channel,
+    DeviceWiring,
+    Limits,
+    PairWiring,
+    Ratings,
+    Wiring,
+    WiringError,
+)
+from simulators.faults import FaultSpec
 from simulators.mtj import PRESETS
 from simulators.world import SimSettings
 
-DRIVERS = ("keithley2400", "adc_board", "switch_matrix", "prober")
-ROLES = {
-    "smu_a": "keithley2400",
-    "smu_b": "keithley2400",
-    "adc": "adc_board",
-    "switch": "switch_matrix",
-    "prober": "prober",
+#: Driver name -> the channel ids its instrument has (None: not a source-meter).
+DRIVER_CHANNELS: dict[str, tuple[str, ...] | None] = {
+    "keithley2400": ("1",),
+    "adc_board": None,
+    "switch_matrix": None,
+    "prober": None,
 }
+DRIVERS = tuple(DRIVER_CHANNELS)
+SMU_DRIVERS = tuple(d for d, ch in DRIVER_CHANNELS.items() if ch)
 DEFAULT_IDENTITY = {
     "keithley2400": "MODEL 24",
     "adc_board": "DIFFADC",
     "switch_matrix": "Model 70",
     "prober": "SENTIO",
 }
-HARD_MAX_CURRENT_A = 1.05  # the 2400's own source limit
+BAUD_RATES = (300, 1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400, 460800,
+              921600)
+MAX_TIMEOUT_S = 600.0
+MAX_PAIRS = 99
+LINE_FREQUENCIES = (50.0, 60.0)
+MAX_DIE_GRID = 20  # columns and rows of a simulated wafer
+MAX_TIME_SCALE = 100.0
+MAX_NOISE_V = 0.1
+LIMIT_KEYS = ("max_current_a", "compliance_v", "ramp_step_a", "pulse_max_v",
+              "pulse_max_current_a")
+RATING_KEYS = ("breakdown_v", "max_current_a", "min_resistance_ohm", "max_step_a")
+PAIR_KEYS = {"pair", "smu_a", "smu_b", "channel_a", "channel_b", "adc_input",
+             "adc_polarity", *LIMIT_KEYS}
 
 
 class StationFileError(ValueError):
@@ -76,51 +105,43 @@ class InstrumentConfig:
 
 
 @dataclass(frozen=True)
-class Limits:
-    """Safety limits of one device.
+class Miswiring:
+    """Simulated stations only: how the simulated bench's cabling departs from the declared
+    wiring, to rehearse a miswired bench (the ADC input reversed or left open)."""
 
-    max_current_a: largest |I| ever sourced (A); compliance_v: voltage compliance (V), kept
-    below the barrier's breakdown; ramp_step_a: largest change of the source current from
-    one level to the next (A): every output ramps to and from zero in such steps.
-    """
-
-    max_current_a: float = 100e-6
-    compliance_v: float = 0.8
-    ramp_step_a: float = 20e-6
-
-
-@dataclass(frozen=True)
-class PairWiring:
-    """How pair ``pair`` (1-based) is reached: switch channels and the ADC input."""
-
-    pair: int
-    channel_a: str
-    channel_b: str
-    adc_input: int
-    limits: Limits
+    adc_reversed: bool = False
+    adc_open: bool = False
 
 
 @dataclass(frozen=True)
 class StationConfig:
-    """A validated station description."""
+    """A validated station description: instruments, wiring (protocols.wiring), simulation."""
 
     source: str  # the file path, or "<built-in>"
     text: str  # the file as written, for session records
     instruments: dict[str, InstrumentConfig]
-    roles: dict[str, str]  # role (smu_a, smu_b, adc, switch, prober) -> instrument name
-    pairs: dict[int, PairWiring]
-    limits: Limits
+    wiring: Wiring
     simulation: SimSettings | None = None
     name: str = "station"
-    extra: dict[str, Any] = field(default_factory=dict)
+    miswiring: Miswiring = Miswiring()
+    faults: dict[str, FaultSpec] = field(default_factory=dict)
+
+    @property
+    def pairs(self) -> dict[int, PairWiring]:
+        return self.wiring.pairs
+
+    @property
+    def limits(self) -> Limits:
+        return self.wiring.limits
 
     def pair(self, k: int) -> PairWiring:
-        if k not in self.pairs:
-            raise StationFileError(
-                f"{self.source}: no pair {k} in [wiring] "
-                f"(pairs {min(self.pairs)}..{max(self.pairs)})"
-            )
-        return self.pairs[k]
+        try:
+            return self.wiring.pair(k)
+        except WiringError as exc:
+            raise StationFileError(str(exc)) from None
+
+    def instrument_of(self, channel: Channel) -> InstrumentConfig:
+        return self.instruments[channel.instrument]
 
 
 BUILTIN_TEXT = """\
@@ -142,7 +163,10 @@ driver = "prober"
 [wiring]
 smu_a = "smu_a"
 smu_b = "smu_b"
+trigger_master = "smu_a"
 adc = "adc"
+adc_input = 1
+adc_polarity = 1
 switch = "switch"
 prober = "prober"
 n_pairs = 16
@@ -151,6 +175,9 @@ n_pairs = 16
 max_current_a = 100e-6
 compliance_v = 0.8
 ramp_step_a = 20e-6
+
+[ratings]
+breakdown_v = 1.0
 
 [simulation]
 seed = 1
@@ -227,40 +254,71 @@ class _Checker:
             )
 
 
+
+
 def _limits(c: _Checker, data: dict, where: str, base: Limits) -> Limits:
-    return Limits(
-        max_current_a=c.number(
-            data,
-            "max_current_a",
-            where,
-            base.max_current_a,
-            positive=True,
-            maximum=HARD_MAX_CURRENT_A,
-        ),
-        compliance_v=c.number(
-            data, "compliance_v", where, base.compliance_v, positive=True, maximum=210.0
-        ),
-        ramp_step_a=c.number(data, "ramp_step_a", where, base.ramp_step_a, positive=True),
-    )
+    values = {key: c.number(data, key, where, getattr(base, key), positive=True)
+              for key in LIMIT_KEYS}
+    if "pulse_max_v" not in data and "compliance_v" in data:
+        values["pulse_max_v"] = min(values["compliance_v"], base.pulse_max_v)
+    return Limits(**values)
 
 
-def parse_station(text: str, source: str) -> StationConfig:
-    """Validate a station file's text; ``source`` names it in every error."""
-    c = _Checker(source)
+def _channel(c: _Checker, data: dict, key: str, where: str, instruments: dict,
+             default: str | None = None) -> Channel:
+    text = c.string(data, key, where, default)
     try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise StationFileError(f"{source}: not valid TOML: {exc}") from None
-    c.unknown(data, {"station", "instruments", "wiring", "limits", "simulation"}, "")
-    station = c.table(data, "station", "")
-    simulation_table = data.get("simulation")
-    simulated = simulation_table is not None
+        ch = Channel.parse(text)
+    except WiringError as exc:
+        raise c.fail(f"{where}{key}", str(exc)) from None
+    inst = instruments.get(ch.instrument)
+    if inst is None:
+        raise c.fail(f"{where}{key}", f"names {ch.instrument!r}, which is not in [instruments]")
+    channels = DRIVER_CHANNELS[inst.driver]
+    if not channels:
+        raise c.fail(
+            f"{where}{key}",
+            f"{ch.instrument!r} has driver {inst.driver!r}, which is not a source-meter "
+            f"(source-meter drivers: {', '.join(SMU_DRIVERS)})",
+        )
+    if ch.channel not in channels:
+        raise c.fail(
+            f"{where}{key}",
+            f"{inst.driver} {ch.instrument!r} has no channel {ch.channel!r} "
+            f"(channels: {', '.join(channels)})",
+        )
+    return ch
 
+
+def _role(c: _Checker, wiring: dict, key: str, driver: str, instruments: dict,
+          required: bool = True) -> str | None:
+    if key not in wiring and not required:
+        return None
+    name = c.string(wiring, key, "[wiring] ")
+    if name not in instruments:
+        raise c.fail(f"[wiring] {key}", f"names {name!r}, which is not in [instruments]")
+    if instruments[name].driver != driver:
+        raise c.fail(
+            f"[wiring] {key}", f"{name!r} has driver {instruments[name].driver!r}, needs {driver!r}"
+        )
+    return name
+
+
+def _polarity(c: _Checker, data: dict, where: str, default: int) -> int:
+    value = c.number(data, "adc_polarity", where, default, integer=True)
+    if value not in (1, -1):
+        raise c.fail(f"{where}adc_polarity", f"must be 1 or -1, got {value!r}")
+    return value
+
+
+def _instruments(c: _Checker, data: dict, simulated: bool) -> dict[str, InstrumentConfig]:
     instruments: dict[str, InstrumentConfig] = {}
     for name, inst in c.table(data, "instruments", "", required=True).items():
         where = f"[instruments.{name}] "
         if not isinstance(inst, dict):
             raise c.fail(f"[instruments] {name}", "must be a table")
+        if ":" in name:
+            raise c.fail(f"[instruments] {name}", "an instrument name may not contain ':'")
         c.unknown(inst, {"driver", "resource", "identity", "timeout_s", "baud_rate"}, where)
         driver = c.string(inst, "driver", where)
         if driver not in DRIVERS:
@@ -274,137 +332,173 @@ def parse_station(text: str, source: str) -> StationConfig:
             )
         if resource is not None:
             resource = c.string(inst, "resource", where)
+        baud = c.number(inst, "baud_rate", where, 115200, integer=True)
+        if baud not in BAUD_RATES:
+            raise c.fail(f"{where}baud_rate", f"{baud} is not a standard rate {BAUD_RATES}")
         instruments[name] = InstrumentConfig(
             name=name,
             driver=driver,
             resource=resource,
             identity=c.string(inst, "identity", where, DEFAULT_IDENTITY[driver]),
-            timeout_s=c.number(inst, "timeout_s", where, 5.0, positive=True),
-            baud_rate=c.number(inst, "baud_rate", where, 115200, positive=True, integer=True),
+            timeout_s=c.number(inst, "timeout_s", where, 5.0, positive=True,
+                               maximum=MAX_TIMEOUT_S),
+            baud_rate=baud,
         )
+    return instruments
 
+
+def _wiring(c: _Checker, data: dict, instruments: dict, n_chip: int | None) -> Wiring:
     wiring = c.table(data, "wiring", "", required=True)
-    c.unknown(wiring, set(ROLES) | {"n_pairs", "pair"}, "[wiring] ")
-    roles: dict[str, str] = {}
-    for role, driver in ROLES.items():
-        if role == "prober" and role not in wiring:
-            continue
-        name = c.string(wiring, role, "[wiring] ")
-        if name not in instruments:
-            raise c.fail(f"[wiring] {role}", f"names {name!r}, which is not in [instruments]")
-        if instruments[name].driver != driver:
-            raise c.fail(
-                f"[wiring] {role}",
-                f"{name!r} has driver {instruments[name].driver!r}, needs {driver!r}",
-            )
-        roles[role] = name
-    if roles["smu_a"] == roles["smu_b"]:
-        raise c.fail("[wiring] smu_b", "must be a different SMU from smu_a")
+    c.unknown(wiring, {"smu_a", "smu_b", "trigger_master", "adc", "adc_input", "adc_polarity",
+                       "switch", "prober", "n_pairs", "pair"}, "[wiring] ")
+    limits_table = c.table(data, "limits", "")
+    c.unknown(limits_table, set(LIMIT_KEYS), "[limits] ")
+    limits = _limits(c, limits_table, "[limits] ", Limits())
+    ratings_table = c.table(data, "ratings", "")
+    c.unknown(ratings_table, set(RATING_KEYS), "[ratings] ")
+    ratings = Ratings(**{key: c.number(ratings_table, key, "[ratings] ",
+                                       getattr(Ratings(), key), positive=True)
+                         for key in RATING_KEYS})
+    adc = _role(c, wiring, "adc", "adc_board", instruments)
+    switch = _role(c, wiring, "switch", "switch_matrix", instruments)
+    prober = _role(c, wiring, "prober", "prober", instruments, required=False)
+    smu_a = _channel(c, wiring, "smu_a", "[wiring] ", instruments)
+    smu_b = _channel(c, wiring, "smu_b", "[wiring] ", instruments)
+    adc_input = c.number(wiring, "adc_input", "[wiring] ", 1, integer=True, minimum=1, maximum=2)
+    polarity = _polarity(c, wiring, "[wiring] ", 1)
+    master = _channel(c, wiring, "trigger_master", "[wiring] ", instruments, str(smu_a))
 
-    limits = _limits(c, c.table(data, "limits", ""), "[limits] ", Limits())
-    c.unknown(
-        c.table(data, "limits", ""), {"max_current_a", "compliance_v", "ramp_step_a"}, "[limits] "
-    )
+    def beyond_chip(k: int, key: str) -> None:
+        if n_chip is not None and k > n_chip:
+            raise c.fail(key, f"pair {k} is beyond the simulated chip's {n_chip} pairs "
+                              "([simulation] n_pairs)")
+
+    def pair_wiring(k: int, entry: dict, where: str) -> PairWiring:
+        return PairWiring(
+            pair=k,
+            a=DeviceWiring(_channel(c, entry, "smu_a", where, instruments, str(smu_a)),
+                           c.string(entry, "channel_a", where, f"1A{k:02d}")),
+            b=DeviceWiring(_channel(c, entry, "smu_b", where, instruments, str(smu_b)),
+                           c.string(entry, "channel_b", where, f"1B{k:02d}")),
+            adc_input=c.number(entry, "adc_input", where, adc_input, integer=True, minimum=1,
+                               maximum=2),
+            adc_polarity=_polarity(c, entry, where, polarity),
+            limits=_limits(c, entry, where, limits),
+        )
 
     pairs: dict[int, PairWiring] = {}
     if "n_pairs" in wiring:
-        n = c.number(wiring, "n_pairs", "[wiring] ", integer=True, minimum=1, maximum=99)
-        for k in range(1, n + 1):
-            pairs[k] = PairWiring(k, f"1A{k:02d}", f"1B{k:02d}", 1, limits)
+        n = c.number(wiring, "n_pairs", "[wiring] ", integer=True, minimum=1, maximum=MAX_PAIRS)
+        beyond_chip(n, "[wiring] n_pairs")
+        pairs = {k: pair_wiring(k, {}, "[wiring] ") for k in range(1, n + 1)}
     entries = wiring.get("pair", [])
     if not isinstance(entries, list):
         raise c.fail("[wiring] pair", "must be an array of tables ([[wiring.pair]])")
+    seen: set[int] = set()
     for i, entry in enumerate(entries):
         where = f"[[wiring.pair]] #{i + 1} "
         if not isinstance(entry, dict):
             raise c.fail(where.strip(), "must be a table")
-        c.unknown(
-            entry,
-            {
-                "pair",
-                "channel_a",
-                "channel_b",
-                "adc_input",
-                "max_current_a",
-                "compliance_v",
-                "ramp_step_a",
-            },
-            where,
-        )
-        k = c.number(entry, "pair", where, integer=True, minimum=1)
-        pairs[k] = PairWiring(
-            k,
-            c.string(entry, "channel_a", where, f"1A{k:02d}"),
-            c.string(entry, "channel_b", where, f"1B{k:02d}"),
-            c.number(entry, "adc_input", where, 1, integer=True, minimum=1, maximum=2),
-            _limits(c, entry, where, limits),
-        )
+        c.unknown(entry, PAIR_KEYS, where)
+        k = c.number(entry, "pair", where, integer=True, minimum=1, maximum=MAX_PAIRS)
+        beyond_chip(k, f"{where}pair")
+        if k in seen:
+            raise c.fail(f"{where}pair", f"pair {k} has a [[wiring.pair]] entry already")
+        seen.add(k)
+        pairs[k] = pair_wiring(k, entry, where)
     if not pairs:
         raise c.fail("[wiring]", "no pairs: give n_pairs or [[wiring.pair]] entries")
+    result = Wiring(pairs=dict(sorted(pairs.items())), limits=limits, ratings=ratings, adc=adc,
+                    switch=switch, trigger_master=master, prober=prober, source=c.source)
+    try:
+        result.validate()
+    except WiringError as exc:
+        raise StationFileError(f"{c.source}: {exc}") from None
+    return result
 
-    sim = None
-    if simulated:
-        s = c.table(data, "simulation", "")
-        where = "[simulation] "
-        c.unknown(
-            s,
-            {
-                "seed",
-                "variability",
-                "n_pairs",
-                "die_grid",
-                "time_scale",
-                "line_frequency",
-                "smu_noise_v",
-                "adc_noise_v",
-                "drift_a_per_sqrt_s",
-            },
-            where,
-        )
-        variability = c.string(s, "variability", where, "nominal")
-        if variability not in PRESETS:
-            raise c.fail(
-                f"{where}variability",
-                f"unknown preset {variability!r} (known: {', '.join(PRESETS)})",
-            )
-        grid = s.get("die_grid", [2, 2])
-        if (
-            not isinstance(grid, list)
-            or len(grid) != 2
-            or not all(isinstance(g, int) and g >= 1 for g in grid)
-        ):
-            raise c.fail(
-                f"{where}die_grid", f"must be [columns, rows] of positive integers, got {grid!r}"
-            )
-        sim = SimSettings(
-            seed=c.number(s, "seed", where, 1, integer=True, minimum=0),
-            variability=variability,
-            n_pairs=c.number(s, "n_pairs", where, 16, integer=True, minimum=1, maximum=99),
-            die_grid=(grid[0], grid[1]),
-            time_scale=c.number(s, "time_scale", where, 0.0, minimum=0.0),
-            line_frequency=c.number(s, "line_frequency", where, 60.0, positive=True),
-            **{
-                key: c.number(s, key, where, minimum=0.0) if key in s else None
-                for key in ("smu_noise_v", "adc_noise_v", "drift_a_per_sqrt_s")
-            },
-        )
-        too_far = [k for k in pairs if k > sim.n_pairs]
-        if too_far:
-            raise c.fail(
-                "[wiring]",
-                f"pair {too_far[0]} beyond the simulated chip's "
-                f"{sim.n_pairs} pairs ([simulation] n_pairs)",
-            )
 
+def _simulation(c: _Checker, s: dict) -> tuple[SimSettings, Miswiring, dict[str, FaultSpec]]:
+    where = "[simulation] "
+    c.unknown(s, {"seed", "variability", "n_pairs", "die_grid", "time_scale", "line_frequency",
+                  "smu_noise_v", "adc_noise_v", "drift_a_per_sqrt_s", "miswire", "faults"},
+              where)
+    variability = c.string(s, "variability", where, "nominal")
+    if variability not in PRESETS:
+        raise c.fail(
+            f"{where}variability", f"unknown preset {variability!r} (known: {', '.join(PRESETS)})"
+        )
+    grid = s.get("die_grid", [2, 2])
+    if (
+        not isinstance(grid, list)
+        or len(grid) != 2
+        or not all(isinstance(g, int) and not isinstance(g, bool) and 1 <= g <= MAX_DIE_GRID
+                   for g in grid)
+    ):
+        raise c.fail(
+            f"{where}die_grid",
+            f"must be [columns, rows], each an integer 1..{MAX_DIE_GRID}, got {grid!r}",
+        )
+    line = c.number(s, "line_frequency", where, 60.0, positive=True)
+    if float(line) not in LINE_FREQUENCIES:
+        raise c.fail(f"{where}line_frequency", f"must be 50 or 60 (Hz), got {line!r}")
+    sim = SimSettings(
+        seed=c.number(s, "seed", where, 1, integer=True, minimum=0, maximum=2**63 - 1),
+        variability=variability,
+        n_pairs=c.number(s, "n_pairs", where, 16, integer=True, minimum=1, maximum=MAX_PAIRS),
+        die_grid=(grid[0], grid[1]),
+        time_scale=c.number(s, "time_scale", where, 0.0, minimum=0.0, maximum=MAX_TIME_SCALE),
+        line_frequency=float(line),
+        **{
+            key: c.number(s, key, where, minimum=0.0, maximum=MAX_NOISE_V) if key in s else None
+            for key in ("smu_noise_v", "adc_noise_v")
+        },
+        drift_a_per_sqrt_s=(c.number(s, "drift_a_per_sqrt_s", where, minimum=0.0, maximum=1e-6)
+                            if "drift_a_per_sqrt_s" in s else None),
+    )
+    mis = c.table(s, "miswire", where)
+    c.unknown(mis, {"adc_reversed", "adc_open"}, "[simulation.miswire] ")
+    for key, value in mis.items():
+        if not isinstance(value, bool):
+            raise c.fail(f"[simulation.miswire] {key}", f"must be true or false, got {value!r}")
+    faults = {}
+    for name, spec in c.table(s, "faults", where).items():
+        if not isinstance(spec, dict):
+            raise c.fail(f"[simulation.faults] {name}", "must be a table")
+        try:
+            faults[name] = FaultSpec.from_dict(spec)
+        except ValueError as exc:
+            raise c.fail(f"[simulation.faults.{name}]", str(exc)) from None
+    return sim, Miswiring(**mis), faults
+
+
+def parse_station(text: str, source: str) -> StationConfig:
+    """Validate a station file's text; ``source`` names it in every error."""
+    c = _Checker(source)
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise StationFileError(f"{source}: not valid TOML: {exc}") from None
+    c.unknown(data, {"station", "instruments", "wiring", "limits", "ratings", "simulation"}, "")
+    station = c.table(data, "station", "")
+    c.unknown(station, {"name"}, "[station] ")
+    simulated = "simulation" in data
+    sim, miswiring, faults = (
+        _simulation(c, c.table(data, "simulation", "")) if simulated else (None, Miswiring(), {})
+    )
+    instruments = _instruments(c, data, simulated)
+    wiring = _wiring(c, data, instruments, sim.n_pairs if sim else None)
+    for name in faults:
+        if name not in instruments:
+            raise c.fail(f"[simulation.faults.{name}]", "names no instrument in [instruments]")
     return StationConfig(
         source=source,
         text=text,
         instruments=instruments,
-        roles=roles,
-        pairs=pairs,
-        limits=limits,
+        wiring=wiring,
         simulation=sim,
         name=c.string(station, "name", "[station] ", "station"),
+        miswiring=miswiring,
+        faults=faults,
     )
 
 
@@ -422,6 +516,8 @@ def load_station(path: str | Path | None, **simulation_overrides) -> StationConf
             text = p.read_text()
         except OSError as exc:
             raise StationFileError(f"{p}: cannot read station file: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise StationFileError(f"{p}: not a text file (expected TOML)") from None
         config = parse_station(text, str(p))
     overrides = {k: v for k, v in simulation_overrides.items() if v is not None}
     if overrides:
@@ -430,7 +526,10 @@ def load_station(path: str | Path | None, **simulation_overrides) -> StationConf
                 f"{config.source}: {', '.join(overrides)} given, "
                 "but the station has no [simulation]"
             )
-        from dataclasses import replace
-
+        if "time_scale" in overrides and not 0 <= overrides["time_scale"] <= MAX_TIME_SCALE:
+            raise StationFileError(
+                f"--time-scale must be between 0 and {MAX_TIME_SCALE}, got "
+                f"{overrides['time_scale']!r}"
+            )
         config = replace(config, simulation=replace(config.simulation, **overrides))
     return config

@@ -1,10 +1,12 @@
-"""An open probe station: the instruments of a station file, behind a few operations.
+"""An open probe station: the instruments of a station file, driven as its wiring says.
 
-:func:`open_station` starts the in-process simulator for a simulated station, opens every
-instrument's transport (with a wire log when a session directory is given), checks each
-`*IDN?` against the configured identity, and returns a :class:`Station`. Leaving its
-``with`` block, normally or by an exception, Ctrl-C or SIGTERM, ramps every SMU to zero,
-turns every output off and opens the switch matrix (:meth:`Station.safe_shutdown`).
+:func:`open_station` starts the in-process simulator for a simulated station (cabled as
+the wiring says: :mod:`labctl.station.simulated`), opens every instrument's transport
+(with a wire log when a session directory is given), checks each `*IDN?` against the
+configured identity, and returns a :class:`Station`, which implements the engine's
+:class:`protocols.station.StationInterface`. Leaving its ``with`` block, normally or by an
+exception, Ctrl-C or SIGTERM, ramps every SMU to zero, turns every output off, disarms the
+ADC and opens the switch matrix, confirming each (:meth:`Station.safe_shutdown`).
 With an adapter factory (an argument, or :func:`adapters_from` around the caller, which is
 how ``labctl replay --wire`` reaches the stations a command opens) no simulator is started
 and each instrument's adapter comes from the factory instead of its resource.
@@ -32,6 +34,9 @@ from instruments.switch_matrix import SwitchMatrix
 from instruments.transport import InstrumentError, WireLog, verify_identity
 from labctl.records.session import wire_log_path
 from labctl.station.file import InstrumentConfig, StationConfig
+from labctl.station.oracle import Oracle
+from protocols.station import Capabilities, RawSweep, ShutdownReport
+from protocols.wiring import Channel, Wiring
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +66,11 @@ DRIVER_CLASSES = {
 
 
 class Station:
-    """The opened instruments of one station, by role (smu_a, smu_b, adc, switch, prober)."""
+    """The opened instruments of one station, driven as its wiring says.
+
+    Implements :class:`protocols.station.StationInterface`. ``oracle`` is the simulator's
+    ground truth on a simulated station, None on real instruments.
+    """
 
     def __init__(
         self,
@@ -70,26 +79,32 @@ class Station:
         simulator=None,
         identities: dict[str, str] | None = None,
         wire_logs: dict[str, WireLog] | None = None,
+        failures: dict[str, str] | None = None,
     ):
         self.config = config
+        #: Instruments that could not be opened (name -> why); only ``keep_going`` opens
+        #: a station with any, for ``labctl station check`` to report them all.
+        self.failures = failures or {}
+        self.wiring: Wiring = config.wiring
         self.instruments = instruments
         self.simulator = simulator
         self.identities = identities or {}
         self.wire_logs = wire_logs or {}
-        r = config.roles
-        self.smu_a = instruments[r["smu_a"]]
-        self.smu_b = instruments[r["smu_b"]]
-        self.adc = instruments[r["adc"]]
-        self.switch = instruments[r["switch"]]
-        self.prober = instruments[r["prober"]] if "prober" in r else None
+        w = self.wiring
+        self.adc = instruments.get(w.adc)
+        self.switch = instruments.get(w.switch)
+        self.prober = instruments.get(w.prober) if w.prober else None
+        self.oracle = Oracle(simulator.world, w) if simulator is not None else None
         # Until when (time.monotonic()) a sweep may still be running in the SMUs: the
         # shutdown after an interrupt must wait that long for their answers.
         self._busy_until = 0.0
 
-    @property
-    def world(self):
-        """The simulated world (None on hardware)."""
-        return self.simulator.world if self.simulator is not None else None
+    def smu(self, channel: Channel):
+        """The driver of an SMU channel (a single-channel instrument is its own channel)."""
+        return self.instruments[channel.instrument]
+
+    def smus(self) -> list:
+        return [self.instruments[name] for name in self.wiring.smu_instruments()]
 
     def __enter__(self) -> Station:
         return self
@@ -116,75 +131,103 @@ class Station:
                 "driver": cfg.driver,
                 "resource": cfg.resource,
                 "identity": self.identities.get(name, ""),
-                "settings": _settings(cfg.driver, inst),
+                "settings": inst.configuration(),
             }
         return out
 
-    # -- capabilities ----------------------------------------------------------------
-    def supports_list_sweeps(self) -> bool:
-        smus = (self.smu_a, self.smu_b)
-        return all(
-            s.capabilities.get("list_sweep") and s.capabilities.get("trigger_link") for s in smus
-        ) and self.adc.capabilities.get("triggered_acquisition", False)
+    # -- StationInterface --------------------------------------------------------------
+    def capabilities(self) -> Capabilities:
+        smus = self.smus()
+        return Capabilities(
+            list_sweep=all(
+                s.capabilities.get("list_sweep") and s.capabilities.get("trigger_link")
+                for s in smus
+            )
+            and self.adc.capabilities.get("triggered_acquisition", False)
+        )
 
-    # -- operations used by the engine ----------------------------------------------
     def prepare_sources(self, *, compliance_v: float, nplc: float, adc_gain: int) -> None:
-        """Both SMUs as current sources at 0 A with the compliance; outputs on; ADC gain."""
+        """Every SMU channel a current source at 0 A with the compliance, output on, ramped
+        there from whatever level it had; ADC gain."""
         if self.prober is not None and not self.prober.in_contact():
             self.prober.contact()
-        for smu in (self.smu_a, self.smu_b):
+        step = self.wiring.min_ramp_step_a()
+        for smu in self.smus():
+            smu.ramp_to(0.0, step)
             smu.prepare_current_source(compliance_v=compliance_v, nplc=nplc)
         self.adc.gain = adc_gain
 
     def connect_pair(self, pair: int) -> None:
         """Connect pair ``pair`` (break before make); sources must be at 0 A here."""
-        w = self.config.pair(pair)
-        self.switch.exclusive_close([w.channel_a, w.channel_b])
+        w = self.wiring.pair(pair)
+        self.switch.exclusive_close(list(w.switch_channels))
         self.adc.channel = w.adc_input
 
-    def list_sweep(self, levels_a: np.ndarray, levels_b: np.ndarray, *, nplc: float) -> dict:
-        """One list sweep: SMU A master, SMU B on the trigger link, ADC sampling each pulse."""
+    def list_sweep(self, pair: int, levels_a: np.ndarray, levels_b: np.ndarray, *,
+                   nplc: float) -> RawSweep:
+        """One list sweep: the trigger master pacing the pair's other SMU channel and the
+        ADC, which samples each step."""
+        w = self.wiring.pair(pair)
+        master = self.wiring.trigger_master
+        if master not in (w.a.smu, w.b.smu):
+            raise InstrumentError(
+                f"pair {pair}: the trigger master {master} biases neither of its devices "
+                f"({w.a.smu}, {w.b.smu}); a list sweep cannot be paced"
+            )
+        levels = {w.a.smu: levels_a, w.b.smu: levels_b}
+        (slave,) = (ch for ch in levels if ch != master)
         n = len(levels_a)
-        self.smu_b.configure_list_slave(levels_b)
+        self.smu(slave).configure_list_slave(levels[slave])
         self.adc.arm(n)
-        self.smu_a.configure_list_master(levels_a)
-        wait_s = self._timeout_s("smu_a") + sweep_duration_bound(n, nplc)
+        self.smu(master).configure_list_master(levels[master])
+        timeout_s = self.config.instrument_of(master).timeout_s
+        wait_s = timeout_s + sweep_duration_bound(n, nplc)
         self._busy_until = time.monotonic() + wait_s
-        ra = self.smu_a.run_list_sweep(timeout_s=wait_s)
+        readings = {master: self.smu(master).run_list_sweep(timeout_s=wait_s)}
         self._busy_until = 0.0
-        rb = self.smu_b.run_list_sweep()
+        readings[slave] = self.smu(slave).run_list_sweep()
         samples = self.adc.read_samples()
         # A batch ends with empty error queues, or with the instruments' own error texts.
-        for inst in (self.smu_a, self.smu_b, self.adc):
+        for inst in (self.smu(master), self.smu(slave), self.adc):
             inst.check_errors_raise()
+        ra, rb = readings[w.a.smu], readings[w.b.smu]
         if len(ra) != n or len(rb) != n or len(samples) != n:
             raise InstrumentError(
-                f"list sweep of {n} points returned {len(ra)} readings from SMU A, "
-                f"{len(rb)} from SMU B and {len(samples)} ADC samples"
+                f"list sweep of {n} points returned {len(ra)} readings from {w.a.smu}, "
+                f"{len(rb)} from {w.b.smu} and {len(samples)} ADC samples"
             )
-        return {
-            "v_a": ra.voltage,
-            "v_b": rb.voltage,
-            "v_diff": samples["v"],
-            "compliance": ra.compliance | rb.compliance,
-            "overrange": (samples["status"] & 1).astype(bool),
-        }
+        return RawSweep(
+            v_a=ra.voltage,
+            v_b=rb.voltage,
+            v_diff=w.adc_polarity * samples["v"],
+            compliance=ra.compliance | rb.compliance,
+            overrange=(samples["status"] & 1).astype(bool),
+        )
 
-    def host_sweep(self, levels_a: np.ndarray, levels_b: np.ndarray, *, nplc: float) -> dict:
+    def host_sweep(self, pair: int, levels_a: np.ndarray, levels_b: np.ndarray, *,
+                   nplc: float) -> RawSweep:
         """The same readings, point by point from the host (no list support needed)."""
+        w = self.wiring.pair(pair)
+        smu_a, smu_b = self.smu(w.a.smu), self.smu(w.b.smu)
         out = {k: [] for k in ("v_a", "v_b", "v_diff", "compliance", "overrange")}
         for a, b in zip(levels_a, levels_b, strict=True):
-            self.smu_a.source_current = float(a)
-            self.smu_b.source_current = float(b)
-            ra = self.smu_a.measure_once()
-            rb = self.smu_b.measure_once()
+            smu_a.source_current = float(a)
+            smu_b.source_current = float(b)
+            ra = smu_a.measure_once()
+            rb = smu_b.measure_once()
             v, over = self.adc.measure()
             out["v_a"].append(ra.voltage[0])
             out["v_b"].append(rb.voltage[0])
-            out["v_diff"].append(v)
+            out["v_diff"].append(w.adc_polarity * v)
             out["compliance"].append(bool(ra.compliance[0] or rb.compliance[0]))
             out["overrange"].append(over)
-        return {k: np.asarray(v) for k, v in out.items()}
+        return RawSweep(**{k: np.asarray(v) for k, v in out.items()})
+
+    def program_pulse(self, pair: int, device: str, amplitude_v: float,
+                      width_s: float) -> None:
+        """A pulse from the ADC board's generator on the bus of ``device`` ("A"/"B")."""
+        self.wiring.pair(pair)  # a pair the wiring does not know: refused
+        self.adc.program_pulse(device, amplitude_v, width_s)
 
     def check_errors(self) -> None:
         """Raise with the instrument's own text if any error queue is not empty."""
@@ -192,70 +235,62 @@ class Station:
             inst.check_errors_raise()
 
     # -- shutdown --------------------------------------------------------------------
-    def safe_shutdown(self) -> list[str]:
-        """Ramp every SMU to zero, outputs off, switch open. Returns problems met (logged).
+    def safe_shutdown(self) -> ShutdownReport:
+        """Ramp every SMU to zero, outputs off, ADC disarmed, switch open; each confirmed.
 
         Each step is tried even if an earlier one failed: a dead ADC must not keep an
-        SMU sourcing.
+        SMU sourcing. What could not be confirmed is in the report (and logged).
         """
-        problems = []
-        step = min(p.limits.ramp_step_a for p in self.config.pairs.values())
-        for role in ("smu_a", "smu_b"):
-            smu = getattr(self, role)
+        report = ShutdownReport()
+        step = self.wiring.min_ramp_step_a()
+        for name in self.wiring.smu_instruments():
+            smu = self.instruments.get(name)
+            if smu is None:
+                report.add(f"{name}: not open ({self.failures.get(name, 'unknown')})")
+                continue
             # An interrupted sweep keeps the SMU busy until it ends: wait that long too.
-            wait_s = self._timeout_s(role) + max(0.0, self._busy_until - time.monotonic())
+            wait_s = (self.config.instruments[name].timeout_s
+                      + max(0.0, self._busy_until - time.monotonic()))
             try:
                 with smu.adapter.timeout_scope(wait_s):
-                    smu.shutdown(ramp_step_a=step)
+                    r = smu.shutdown(ramp_step_a=step)
+                for problem in r.problems:
+                    report.add(f"{name}: {problem}")
+                if not r.confirmed and not r.problems:
+                    report.add(f"{name}: output state not confirmed")
             except Exception as exc:  # noqa: BLE001 - shutdown must go on
-                problems.append(f"{role}: {exc}")
-        try:
-            self.switch.open("allslots")
-        except Exception as exc:  # noqa: BLE001
-            problems.append(f"switch: {exc}")
-        for p in problems:
-            log.error("safe shutdown failed, AN OUTPUT MAY STILL BE ON: %s", p)
+                report.add(f"{name}: {exc}")
+        for name, part in ((self.wiring.adc, self.adc), (self.wiring.switch, self.switch)):
+            if part is None:
+                report.add(f"{name}: not open ({self.failures.get(name, 'unknown')})")
+                continue
+            try:
+                r = part.shutdown()
+                for problem in r.problems:
+                    report.add(f"{name}: {problem}")
+            except Exception as exc:  # noqa: BLE001
+                report.add(f"{name}: {exc}")
+        for p in report.problems:
+            log.error("safe shutdown could not confirm, AN OUTPUT MAY STILL BE ON: %s", p)
         self._busy_until = 0.0
-        return problems
+        return report
 
-    def _timeout_s(self, role: str) -> float:
-        return self.config.instruments[self.config.roles[role]].timeout_s
-
-    def close(self) -> None:
+    def close(self, *, shutdown: bool = True) -> None:
+        """Close every link (and stop the simulator); first a safe shutdown unless
+        ``shutdown`` is False (the caller has just done one and it was confirmed)."""
         try:
-            self.safe_shutdown()
+            if shutdown:
+                self.safe_shutdown()
         finally:
             for inst in self.instruments.values():
                 try:
                     inst.adapter.close()
                 except Exception:  # noqa: BLE001 - closing what may be gone already
                     pass
-            for log in self.wire_logs.values():
-                log.close()
+            for log_ in self.wire_logs.values():
+                log_.close()
             if self.simulator is not None:
                 self.simulator.stop()
-
-
-def _settings(driver: str, inst) -> dict:
-    """A few settings worth keeping with a session; what cannot be read is left out."""
-    queries = {
-        "keithley2400": {
-            "source_function": ":SOUR:FUNC?",
-            "voltage_compliance_v": ":SENS:VOLT:PROT?",
-            "nplc": ":SENS:VOLT:NPLC?",
-            "output": ":OUTP?",
-        },
-        "adc_board": {"gain": "GAIN?", "rate_sps": "RATE?", "averaging": "AVER?"},
-        "switch_matrix": {"closed": 'print(channel.getclose("allslots"))'},
-        "prober": {"chuck": "get_chuck_z_state", "die": "map:die:get_current_index"},
-    }[driver]
-    out = {}
-    for key, query in queries.items():
-        try:
-            out[key] = inst.ask(query).strip()
-        except InstrumentError as exc:
-            out[key] = f"unreadable: {exc}"
-    return out
 
 
 def _open_one(cfg: InstrumentConfig, wire_log: WireLog, factory: AdapterFactory | None):
@@ -270,12 +305,45 @@ def _open_one(cfg: InstrumentConfig, wire_log: WireLog, factory: AdapterFactory 
             name=cfg.name,
         )
     inst = DRIVER_CLASSES[cfg.driver](adapter, name=cfg.name)
-    identity = verify_identity(inst, cfg.identity)
+    try:
+        identity = verify_identity(inst, cfg.identity)
+    except BaseException:
+        with contextlib.suppress(Exception):
+            adapter.close()
+        raise
     return inst, identity
 
 
-def open_station(config: StationConfig, adapter_factory: AdapterFactory | None = None) -> Station:
+def _start_simulator(config: StationConfig):
+    """Serve the simulated instruments of ``config``; returns (simulator, config with their
+    resources filled in)."""
+    from labctl.station.simulated import cabling_for
+    from simulators.station import SimulatedStation
+
+    simulator = SimulatedStation(
+        config.simulation, cabling=cabling_for(config), faults=config.faults
+    ).start()
+    served = simulator.resources()
+    instruments = {}
+    for name, cfg in config.instruments.items():
+        if cfg.resource is None:
+            if name not in served:
+                simulator.stop()
+                raise InstrumentError(
+                    f"{config.source}: [instruments.{name}] has no resource and the "
+                    "wiring gives it no simulated counterpart"
+                )
+            cfg = replace(cfg, resource=served[name])
+        instruments[name] = cfg
+    return simulator, replace(config, instruments=instruments)
+
+
+def open_station(config: StationConfig, adapter_factory: AdapterFactory | None = None, *,
+                 keep_going: bool = False) -> Station:
     """Open every instrument of ``config`` (starting the simulator if it is simulated).
+
+    An instrument that cannot be opened (unreachable, wrong identity) raises, unless
+    ``keep_going``: then it is left out and named with the reason in ``Station.failures``.
 
     Each instrument's traffic is logged from its first byte; the logs stay in memory until
     :meth:`Station.attach_wire_logs` gives them a session. ``adapter_factory`` (default: the
@@ -285,27 +353,17 @@ def open_station(config: StationConfig, adapter_factory: AdapterFactory | None =
     factory = adapter_factory or _ADAPTER_FACTORY.get()
     simulator = None
     if config.simulation is not None and factory is None:
-        from simulators.station import SimulatedStation
-
-        simulator = SimulatedStation(config.simulation).start()
-        served = simulator.resources()
-        instruments = {}
-        for name, cfg in config.instruments.items():
-            if cfg.resource is None:
-                role = next((r for r, n in config.roles.items() if n == name), None)
-                if role is None:
-                    raise InstrumentError(
-                        f"{config.source}: [instruments.{name}] has no "
-                        "resource and no simulated counterpart"
-                    )
-                cfg = replace(cfg, resource=served[role])
-            instruments[name] = cfg
-        config = replace(config, instruments=instruments)
-    opened, identities = {}, {}
+        simulator, config = _start_simulator(config)
+    opened, identities, failures = {}, {}, {}
     logs = {name: WireLog(durable=True) for name in config.instruments}
     try:
         for name, cfg in config.instruments.items():
-            opened[name], identities[name] = _open_one(cfg, logs[name], factory)
+            try:
+                opened[name], identities[name] = _open_one(cfg, logs[name], factory)
+            except InstrumentError as exc:
+                if not keep_going:
+                    raise
+                failures[name] = str(exc)
     except BaseException:
         for inst in opened.values():
             try:
@@ -315,7 +373,7 @@ def open_station(config: StationConfig, adapter_factory: AdapterFactory | None =
         if simulator is not None:
             simulator.stop()
         raise
-    return Station(config, opened, simulator, identities, logs)
+    return Station(config, opened, simulator, identities, logs, failures)
 
 
 def sweep_duration_bound(points: int, nplc: float) -> float:

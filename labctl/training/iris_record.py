@@ -12,6 +12,8 @@ Streams of a training session:
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from labctl.records.session import RecordError, Session, SessionWriter
@@ -20,6 +22,22 @@ from labctl.training.neuron_record import EndOfRecord, ReplayNeurons
 from labctl.training.neurons import NeuronArray, NeuronReadout
 
 METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr")
+# What RecordedRun reads from each stream (Session.check_stream): data key -> dtype.
+EPOCH_KEYS = {
+    "fold": "integer",
+    "epoch": "integer",
+    **dict.fromkeys(METRICS, "number"),
+    "weights": "external",
+    "measurements": "external",
+}
+FOLD_KEYS = {
+    "fold": "integer",
+    "val_acc": "number",
+    "tanh_val_acc": "number",
+    "epochs": "integer",
+    "best_epoch": "integer",
+    "final_weights": "external",
+}
 
 
 def _key(dtype: str = "number", shape=(), external: bool = False) -> dict:
@@ -126,8 +144,15 @@ class RecordedRun:
             raise RecordError(
                 f"{session.path}: not an Iris training session (no settings in its start document)"
             )
-        self.settings = IrisSettings(**config["settings"])
+        where = f"{session.file}, line 1: start document"
+        if not isinstance(config.get("max_current_a"), int | float) or not (
+            config["max_current_a"] > 0
+        ):
+            raise RecordError(f"{where}: key 'config.max_current_a' missing or not positive")
         self.max_current_a = float(config["max_current_a"])
+        self.settings = _settings(config["settings"], self.max_current_a, where)
+        for stream, keys in (("epoch", EPOCH_KEYS), ("fold", FOLD_KEYS)):
+            session.check_stream(stream, keys)
 
         def events(stream: str) -> list[dict]:  # a run killed early may lack a stream
             return session.events(stream) if stream in session.descriptors else []
@@ -136,18 +161,74 @@ class RecordedRun:
         self.folds = {e["fold"]: e for e in events("fold")}
 
     def measurements(self, fold: int, epoch: int) -> np.ndarray:
-        return self.session.load_array(self.epochs[(fold, epoch)]["measurements"])
+        """(layers, rows, hidden, 3) as recorded; RecordError if the file holds otherwise."""
+        block = self.session.load_array(self.epochs[(fold, epoch)]["measurements"])
+        s = self.settings
+        if block.dtype.kind not in "fiu" or not (
+            block.ndim == 4
+            and block.shape[3] == 3
+            and (block.size == 0 or block.shape[0] == s.layers and block.shape[2] == s.hidden)
+        ):
+            raise RecordError(
+                f"{self.session.path}: fold {fold} epoch {epoch}: measurements of shape "
+                f"{block.shape} ({block.dtype}), expected ({s.layers}, rows, {s.hidden}, 3)"
+            )
+        return block
 
     def fold_result(self, fold: int) -> FoldResult:
         f = self.folds[fold]
+        weights = self.session.load_array(f["final_weights"])
+        if weights.ndim != 1 or weights.dtype.kind not in "fiu":
+            raise RecordError(
+                f"{self.session.path}: fold {fold}: final weights of shape {weights.shape} "
+                f"({weights.dtype}), expected a flat array of numbers"
+            )
         return FoldResult(
             fold,
             f["val_acc"],
             f["tanh_val_acc"],
             f["epochs"],
             None if f["best_epoch"] < 0 else f["best_epoch"],
-            weights=[self.session.load_array(f["final_weights"])],
+            weights=[weights],
         )
+
+
+_ANNOTATION_KINDS = {"int": "integer", "float": "number", "str": "string", "bool": "boolean",
+                     "None": "null"}
+
+
+def _fits(value, kind: str) -> bool:
+    if kind == "null":
+        return value is None
+    if kind == "boolean" or isinstance(value, bool):
+        return kind == "boolean" and isinstance(value, bool)
+    return isinstance(value, {"integer": int, "number": int | float, "string": str}[kind])
+
+
+def _settings(raw: dict, max_current_a: float, where: str) -> IrisSettings:
+    """IrisSettings from a start document, every field type-checked (against the field's
+    annotation) and validated as a live run validates them."""
+    fields = {f.name: str(f.type) for f in dataclasses.fields(IrisSettings)}
+    for name, value in raw.items():
+        label = f"{where}: key 'config.settings.{name}'"
+        if name not in fields:
+            raise RecordError(f"{label} is not an Iris setting of this labctl")
+        kinds = [_ANNOTATION_KINDS.get(t.strip()) for t in fields[name].split("|")]
+        if None in kinds:  # an annotation this check does not know: validate() judges
+            continue
+        if not any(_fits(value, kind) for kind in kinds):
+            raise RecordError(f"{label} is {value!r}, expected {' or '.join(kinds)}")
+    settings = IrisSettings(**raw)
+    try:
+        if settings.seed < 0:
+            raise ValueError(f"seed must not be negative, got {settings.seed}")
+        settings.validate(max_current_a, None)
+        from simulators.mtj import variability_preset
+
+        variability_preset(settings.variability)
+    except ValueError as err:
+        raise RecordError(f"{where}: config.settings: {err}") from None
+    return settings
 
 
 class ReplaySource:

@@ -33,7 +33,7 @@ class StationNeurons:
     ):
         if grad not in GRAD_MODES:
             raise ValueError(f"grad must be one of {', '.join(GRAD_MODES)}; got {grad!r}")
-        if grad == "exact" and engine.station.world is None:
+        if grad == "exact" and engine.station.oracle is None:
             raise ValueError(
                 "grad 'exact' needs the simulator's device model: it is for simulated stations only"
             )
@@ -52,9 +52,5 @@ class StationNeurons:
             )
         dvdi = r.dvdi
         if self.grad == "exact":
-            from simulators.mtj import dvdi as analytic
-
-            chip = self.engine.station.world.chip.params
-            idx = np.array(self.pairs) - 1
-            dvdi = analytic(chip.take((idx, np.zeros_like(idx))), currents)
+            dvdi = self.engine.station.oracle.dvdi(self.pairs, currents)
         return NeuronReadout(v=r.v, dvdi=dvdi)

@@ -1,0 +1,73 @@
+"""A simulated bench cabled as a station file's wiring says (and nothing else).
+
+:func:`cabling_for` turns the declared wiring into the simulator's cabling: each SMU
+channel on the matrix row its devices' switch channels name (``1Akk`` row A, ``1Bkk``
+row B), each ADC input reading what the pairs on it declare (``adc_polarity``), and the
+trigger master's output line fanned out to every other SMU and the ADC. A
+``[simulation.miswire]`` table departs from the declaration on purpose (reversed or open
+ADC input), to rehearse a miswired bench.
+"""
+
+from __future__ import annotations
+
+import re
+
+from labctl.station.file import StationConfig, StationFileError
+from protocols.wiring import Channel
+from simulators.cabling import ADC_TRIGGER_LINE, AdcInputCable, Cabling, SmuCable, TriggerCable
+
+_SIM_CHANNEL = re.compile(r"^1([AB])\d\d$")
+TRIGGER_LINE = 1  # the line the drivers' list sweeps use (instruments.keithley2400)
+
+
+def cabling_for(config: StationConfig) -> Cabling:
+    """The simulator's cabling for ``config``; StationFileError if it cannot be simulated."""
+    w = config.wiring
+    rows: dict[Channel, str] = {}
+    inputs: dict[int, tuple[str, str]] = {}
+    for k, p in sorted(w.pairs.items()):
+        dev_rows = []
+        for name, dev in (("A", p.a), ("B", p.b)):
+            m = _SIM_CHANNEL.match(dev.switch_channel)
+            if not m:
+                raise StationFileError(
+                    f"{config.source}: pair {k} device {name}: switch channel "
+                    f"{dev.switch_channel!r} does not exist on the simulated matrix "
+                    "(channels 1Akk and 1Bkk)"
+                )
+            row = m.group(1)
+            if rows.setdefault(dev.smu, row) != row:
+                raise StationFileError(
+                    f"{config.source}: SMU channel {dev.smu} biases devices on matrix rows "
+                    f"{rows[dev.smu]} and {row}; the simulator cables a channel to one row"
+                )
+            dev_rows.append(row)
+        row_a, row_b = dev_rows
+        reads = (row_b, row_a) if p.adc_polarity > 0 else (row_a, row_b)
+        if inputs.setdefault(p.adc_input, reads) != reads:
+            raise StationFileError(
+                f"{config.source}: pair {k}: ADC input {p.adc_input} is declared to read "
+                f"both V({inputs[p.adc_input][0]}) - V({inputs[p.adc_input][1]}) and "
+                f"V({reads[0]}) - V({reads[1]})"
+            )
+    mis = config.miswiring
+    adc_cables = []
+    for number, (plus, minus) in sorted(inputs.items()):
+        if mis.adc_open:
+            adc_cables.append(AdcInputCable(number, None, None))
+        elif mis.adc_reversed:
+            adc_cables.append(AdcInputCable(number, minus, plus))
+        else:
+            adc_cables.append(AdcInputCable(number, plus, minus))
+    master = w.trigger_master
+    smus = [SmuCable(ch.instrument, ch.channel, row) for ch, row in sorted(rows.items())]
+    triggers = [TriggerCable(master.instrument, TRIGGER_LINE, c.instrument, TRIGGER_LINE)
+                for c in smus if c.instrument != master.instrument]
+    triggers.append(TriggerCable(master.instrument, TRIGGER_LINE, w.adc, ADC_TRIGGER_LINE))
+    prober = w.prober or "prober"
+    try:
+        return Cabling(smus=tuple(smus), adc=w.adc, switch=w.switch, prober=prober,
+                       adc_inputs=tuple(adc_cables), triggers=tuple(triggers)).validate()
+    except ValueError as exc:
+        raise StationFileError(f"{config.source}: the simulator cannot be cabled so: {exc}"
+                               ) from None
