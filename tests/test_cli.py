@@ -273,7 +273,11 @@ def check_table(stdout: str, expected_resources: dict[str, str] | None = None) -
     lines = stdout.splitlines()
     header = next(i for i, line in enumerate(lines) if line.startswith("instrument"))
     assert lines[header].split() == ["instrument", "driver", "resource", "identity", "status"]
-    rows = {line.split()[0]: line for line in lines[header + 1 :] if line.strip()}
+    rows = {}
+    for line in lines[header + 1 :]:
+        if not line.strip() or line.startswith(("pair", "pairs:")):
+            break  # the instrument table ends where the pair table begins
+        rows[line.split()[0]] = line
     assert set(rows) == set(FIVE), stdout
     for name, identity in FIVE.items():
         assert identity in rows[name], rows[name]
@@ -296,14 +300,24 @@ def test_station_check_served_station(tmp_path, served):
     check_table(proc.stdout, served)
 
 
+def failed_row(proc: subprocess.CompletedProcess, name: str) -> str:
+    """The whole table is printed past a failing instrument; exit 1; returns its row."""
+    assert proc.returncode == 1, f"exit {proc.returncode}\n{proc.stdout}\n{proc.stderr}"
+    assert "Traceback" not in proc.stderr, proc.stderr
+    rows = {line.split()[0]: line for line in proc.stdout.splitlines() if line.strip()}
+    for other in set(FIVE) - {name}:
+        assert rows[other].rstrip().endswith("ok, error queue empty"), rows[other]
+    assert "pairs: not checked (an instrument failed)" in proc.stdout
+    return rows[name]
+
+
 def test_station_check_wrong_identity(tmp_path, served):
     f = tmp_path / "wrong.toml"
     f.write_text(station_text(served, identity_a="MODEL 2450"))
     proc = labctl("station", "check", "--station", f, cwd=tmp_path, timeout=60)
-    err = refused(proc)
-    assert "smu_a" in err and "'MODEL 2450'" in err, err
-    assert "KEITHLEY INSTRUMENTS INC.,MODEL 2400" in err, err  # what it answered
-    assert "instrument  driver" not in proc.stdout  # no table of a station that failed
+    row = failed_row(proc, "smu_a")
+    assert "error:" in row and "'MODEL 2450'" in row, row
+    assert "KEITHLEY INSTRUMENTS INC.,MODEL 2400" in row, row  # what it answered
 
 
 @pytest.mark.parametrize("kind", ["refused", "silent"])
@@ -314,7 +328,7 @@ def test_station_check_unreachable_resource(tmp_path, served, tripwire, kind):
     t0 = time.monotonic()
     proc = labctl("station", "check", "--station", f, cwd=tmp_path, timeout=30)
     elapsed = time.monotonic() - t0
-    err = refused(proc)
+    err = failed_row(proc, "smu_a")
     assert resource in err, err
     if kind == "refused":
         assert "cannot connect" in err, err
@@ -728,8 +742,9 @@ def test_replay_truncated_file_warns_and_replays_what_is_whole(tmp_path, trained
     session = copy_session(trained, tmp_path, "truncated")
     file = session / "documents.jsonl"
     data = file.read_bytes()
-    file.write_bytes(data[: len(data) // 2])  # cut mid-line, as a kill -9 might leave it
-    lineno = data[: len(data) // 2].count(b"\n") + 1
+    cut = len(data) * 3 // 4  # past the pre-flight checks, into the epochs
+    file.write_bytes(data[:cut])  # cut mid-line, as a kill -9 might leave it
+    lineno = data[:cut].count(b"\n") + 1
     proc = ok(labctl("replay", session, "--json", cwd=tmp_path))
     assert f"{file}, line {lineno}: no trailing newline; torn last line skipped" in (proc.stderr), (
         proc.stderr

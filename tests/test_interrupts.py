@@ -189,10 +189,11 @@ def assert_session_wire_logs_safe(session: Path) -> None:
 @pytest.mark.parametrize(
     ("stop_signal", "adc", "reason"),
     [
-        (signal.SIGINT, "adc", "KeyboardInterrupt"),  # the ADC on its pty
+        (signal.SIGINT, "adc", "SIGINT"),  # the ADC on its pty
         (signal.SIGTERM, "adc_socket", "SIGTERM"),  # the ADC over socket://
+        (signal.SIGHUP, "adc", "SIGHUP"),  # a closed terminal
     ],
-    ids=["SIGINT", "SIGTERM"],
+    ids=["SIGINT", "SIGTERM", "SIGHUP"],
 )
 def test_signal_mid_sweep_leaves_the_station_safe(served, tmp_path, stop_signal, adc, reason):
     sessions = tmp_path / "sessions"

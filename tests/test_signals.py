@@ -64,3 +64,15 @@ def test_handlers_are_restored():
         with shielded():
             os.kill(os.getpid(), signal.SIGTERM)  # held: nothing is raised here
     assert {s: signal.getsignal(s) for s in STOP_SIGNALS} == before
+
+
+def test_a_signal_ignored_at_start_stays_ignored():
+    """nohup: SIGHUP ignored by the parent must not end the command."""
+    previous = signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    try:
+        with signals_as_interrupt():
+            assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+            os.kill(os.getpid(), signal.SIGHUP)  # nothing raised
+        assert signal.getsignal(signal.SIGHUP) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGHUP, previous)

@@ -163,7 +163,7 @@ def test_an_edited_reply_changes_what_is_sent_next(recorded, tmp_path):
     log = session / "wire" / "smu_a.jsonl"
     entries = WireLog.load(log)
     asks = [i for i, e in enumerate(entries) if e.get("w") == ":SOUR:FUNC?"]
-    reply = asks[1] + 1  # asks[0] is the settings snapshot
+    reply = asks[-1] + 1  # the last one is the safe shutdown's (earlier: snapshot, ramp_to)
     assert entries[reply]["r"] == "CURR"
     rewrite(log, reply, "r", "VOLT")
     assert entries[reply + 1]["w"] == ":SOUR:CURR:MODE FIX"
@@ -180,7 +180,8 @@ def test_an_edited_measurement_changes_later_training_currents(recorded, tmp_pat
     session = copy_session(recorded["train"], tmp_path / "edited")
     log = session / "wire" / "smu_a.jsonl"
     entries = WireLog.load(log)
-    reply = next(i for i, e in enumerate(entries) if e.get("w") == ":READ?") + 1
+    reads = [i for i, e in enumerate(entries) if e.get("w") == ":READ?"]
+    reply = reads[8] + 1  # the first 8 sweeps are the pre-flight checks of the 8 pairs
     values = entries[reply]["r"].split(",")
     k = 5 * (len(values) // 10)  # a voltage in the middle of the sweep, not a ramp point
     values[k] = f"{float(values[k]) * 1.5:+.6E}"

@@ -31,11 +31,15 @@ def _in_main_thread() -> bool:
 
 
 @contextlib.contextmanager
-def _handlers(handler: Any) -> Iterator[None]:
+def _handlers(handler: Any, *, keep_ignored: bool = False) -> Iterator[None]:
     if not _in_main_thread():  # signal handlers can only be set there; nothing to do
         yield
         return
-    previous = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    previous = {}
+    for s in STOP_SIGNALS:
+        if keep_ignored and signal.getsignal(s) == signal.SIG_IGN:
+            continue  # nohup's SIGHUP, a background job's SIGINT: ignored as asked
+        previous[s] = signal.signal(s, handler)
     try:
         yield
     finally:
@@ -46,7 +50,8 @@ def _handlers(handler: Any) -> Iterator[None]:
 @contextlib.contextmanager
 def signals_as_interrupt() -> Iterator[None]:
     """Within the block, SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` (once: a
-    later one is ignored until the block ends, so the cleanup the first started runs)."""
+    later one is ignored until the block ends, so the cleanup the first started runs). A
+    signal the process was started ignoring (``nohup``) stays ignored."""
     fired: list[str] = []
 
     def handler(signum: int, frame: Any) -> None:
@@ -55,7 +60,7 @@ def signals_as_interrupt() -> Iterator[None]:
         fired.append(signal.Signals(signum).name)
         raise Interrupted(fired[0])
 
-    with _handlers(handler):
+    with _handlers(handler, keep_ignored=True):
         yield
 
 
