@@ -88,6 +88,52 @@ def test_station_check_iv_fd_scan_on_the_foreign_station(tmp_path):
     assert_within_limits(session)
 
 
+def test_tune_on_the_foreign_station(tmp_path):
+    out = labctl("tune", "--pair", 3, "--i-off", 45e-6, "--station", FOREIGN,
+                 "--sessions-dir", tmp_path, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "both devices within tolerance" in out.stdout
+    session = only_session(tmp_path)
+    assert_within_limits(session)
+    events = Session.open(session).events("tuning")
+    pulses = [abs(e[k]) for e in events for k in ("pulse_a_v", "pulse_b_v")]
+    assert max(pulses) > 0.35  # it did program (above the threshold) ...
+    # ... within pulse_max_v = 0.7 V and 250 uA through 2.5 kOhm (0.625 V)
+    assert max(pulses) <= 0.625 + 1e-9
+
+
+def test_the_foreign_bench_served_by_sim_serve(tmp_path):
+    """`labctl sim serve --station` serves the bench as its wiring says; a client station
+    file written by it reaches every instrument over loopback and the pty."""
+    client = tmp_path / "client.toml"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "labctl.cli", "sim", "serve", "--station", FOREIGN,
+         "--write-station", client], cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True)
+    try:
+        served = {}
+        for line in server.stdout:
+            if line.strip() == "ready":
+                break
+            name, resource = line.split()
+            served[name] = resource
+        assert {"left", "right", "amp", "matrix", "chuck"} <= set(served), served
+        text = client.read_text()
+        assert "[simulation" not in text and served["right"] in text
+        check = labctl("station", "check", "--station", client, cwd=tmp_path)
+        assert check.returncode == 0, (check.stdout, check.stderr)
+        iv = labctl("iv", "--pair", 8, "--station", client, "--sessions-dir", tmp_path / "iv",
+                    cwd=tmp_path)
+        assert iv.returncode == 0, iv.stderr
+        session = only_session(tmp_path / "iv")
+        assert_within_limits(session)
+        assert Session.open(session).start["config"]["station"]["simulation"] is None
+    finally:
+        server.terminate()
+        assert server.wait(timeout=10) == 0
+
+
 def test_train_iris_on_the_foreign_station(tmp_path):
     out = labctl("train", "iris", "--folds", 2, "--epochs", 15, "--json", "--station", FOREIGN,
                  "--sessions-dir", tmp_path, cwd=tmp_path)

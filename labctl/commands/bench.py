@@ -63,11 +63,11 @@ def bench_protocol(batch: int = 120, neurons: int = 8, seed: int = 0) -> dict:
         with open_station(config) as station:
             engine = Engine(station, mode=mode, nplc=nplc)
             engine.run(fd_batch(currents[:2, :1], pairs[:1], 1e-6, "swap"))  # connect, configure
-            trips0, clock0 = station.round_trips(), station.world.clock.now()
+            trips0, clock0 = station.round_trips(), station.oracle.instrument_time_s()
             t0 = time.perf_counter()
             engine.run(fd_batch(currents, pairs, 1e-6, "swap"))
             wall = time.perf_counter() - t0
-            instrument = station.world.clock.now() - clock0
+            instrument = station.oracle.instrument_time_s() - clock0
             out[label] = {
                 "round_trips": station.round_trips() - trips0,
                 "wall_s": wall,

@@ -20,6 +20,7 @@ from labctl.commands.lifecycle import (
     record_differential_checks,
     station_config,
 )
+from labctl.records.session import data_key
 from protocols.engine import Engine
 from protocols.finite_difference import calibrate, fd_batch, iv_sweep, optimal_step
 from protocols.preflight import check_pairs, refuse_failed
@@ -84,22 +85,12 @@ def run(args: argparse.Namespace) -> int:
         slope, curvature = local_slope(fine_i, fine.v_a)
         cal = engine.run(calibrate([args.pair], i_max))
         # The dI = 0 offset is kept with the session: a later forward-mode run can use it.
-        cal_stream = writer.descriptor(
-            "calibration",
-            {
-                "pair": {"dtype": "integer", "shape": [], "source": "fd-scan"},
-                "grid_a": {
-                    "dtype": "array",
-                    "shape": [len(cal.grid[args.pair])],
-                    "source": "fd-scan",
-                },
-                "offset_v": {
-                    "dtype": "array",
-                    "shape": [len(cal.grid[args.pair])],
-                    "source": "adc",
-                },
-            },
-        )
+        grid = (len(cal.grid[args.pair]),)
+        cal_stream = writer.stream("calibration", {
+            "pair": data_key("fd-scan", "integer"),
+            "grid_a": data_key("fd-scan", "array", "A", grid),
+            "offset_v": data_key(station.wiring.adc, "array", "V", grid),
+        })
         writer.event(
             cal_stream,
             {"pair": args.pair, "grid_a": cal.grid[args.pair], "offset_v": cal.offset[args.pair]},
@@ -115,20 +106,11 @@ def run(args: argparse.Namespace) -> int:
         noise_v = float(np.std(repeat.dvdi[:, 0]) * steps[0])
         v2 = float(np.median(np.abs(np.interp(test_i, fine_i, curvature))))
         theory = optimal_step(max(noise_v, 1e-12), max(v2, 1e-3))
-        stream = writer.descriptor(
-            "fd_scan",
-            {
-                k: {"dtype": "number", "shape": [], "source": "fd-scan", "units": u}
-                for k, u in (
-                    ("di_a", "A"),
-                    ("forward_raw", ""),
-                    ("forward_cal", ""),
-                    ("swap", ""),
-                    ("swap_vs_model", ""),
-                    ("forward_bias", ""),
-                )
-            },
-        )
+        stream = writer.stream("fd_scan", {
+            k: data_key("fd-scan", units=u)
+            for k, u in (("di_a", "A"), ("forward_raw", ""), ("forward_cal", ""), ("swap", ""),
+                         ("swap_vs_model", ""), ("forward_bias", ""))
+        })
         scatter = {}
         for di in steps:
             z = test_i[:, None]

@@ -10,6 +10,7 @@ import numpy as np
 
 from labctl import plots
 from labctl.commands.lifecycle import add_station_arguments, instrument_session, station_config
+from labctl.records.session import data_key
 from protocols.engine import Engine
 from protocols.finite_difference import iv_sweep
 
@@ -54,19 +55,14 @@ def run(args: argparse.Namespace) -> int:
         currents = np.linspace(-i_max, i_max, args.points)
         engine = Engine(station, mode=args.mode, nplc=args.nplc)
         result = engine.run(iv_sweep(args.pair, currents))
-        stream = writer.descriptor(
-            "iv",
-            {
-                key: {"dtype": "number", "shape": [], "source": src, "units": unit}
-                for key, src, unit in (
-                    ("current_a", "smu_a", "A"),
-                    ("v_a", "smu_a", "V"),
-                    ("v_b", "smu_b", "V"),
-                    ("v_diff", "adc", "V"),
-                )
-            }
-            | {"compliance": {"dtype": "boolean", "shape": [], "source": "smu"}},
-        )
+        w = station.wiring.pair(args.pair)
+        stream = writer.stream("iv", {
+            "current_a": data_key(str(w.a.smu), units="A"),
+            "v_a": data_key(str(w.a.smu), units="V"),
+            "v_b": data_key(str(w.b.smu), units="V"),
+            "v_diff": data_key(station.wiring.adc, units="V"),
+            "compliance": data_key("smu", "boolean"),
+        })
         for j in range(len(currents)):
             writer.event(
                 stream,

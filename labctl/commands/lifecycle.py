@@ -19,7 +19,7 @@ from pathlib import Path
 
 from instruments.transport import InstrumentError
 from labctl.commands.signals import shielded, signals_as_interrupt
-from labctl.records.session import Session, SessionWriter
+from labctl.records.session import Session, SessionWriter, data_key
 from labctl.station.file import StationConfig, StationFileError, load_station, parse_station
 from labctl.station.runtime import Station, open_station
 from protocols.preflight import DifferentialCheck
@@ -232,17 +232,13 @@ def resume_station(args: argparse.Namespace, session: Session) -> StationConfig:
 
 def record_differential_checks(writer: SessionWriter, checks: list[DifferentialCheck]) -> None:
     """The pre-flight checks of the differential path as a ``differential_check`` stream."""
-    keys = {
-        "pair": {"dtype": "integer", "shape": [], "source": "labctl.preflight"},
-        "slope": {"dtype": "number", "shape": [], "source": "labctl.preflight",
-                  "units": "V/V"},
-        "rms_v": {"dtype": "number", "shape": [], "source": "labctl.preflight", "units": "V"},
-        "span_v": {"dtype": "number", "shape": [], "source": "labctl.preflight", "units": "V"},
-        "verdict": {"dtype": "string", "shape": [], "source": "labctl.preflight"},
-    }
-    stream = writer.stream_uids().get("differential_check") or writer.descriptor(
-        "differential_check", keys
-    )
+    stream = writer.stream("differential_check", {
+        "pair": data_key("labctl.preflight", "integer"),
+        "slope": data_key("labctl.preflight", units="V/V"),
+        "rms_v": data_key("labctl.preflight", units="V"),
+        "span_v": data_key("labctl.preflight", units="V"),
+        "verdict": data_key("labctl.preflight", "string"),
+    })
     for c in checks:
         writer.event(stream, {"pair": c.pair, "slope": c.slope, "rms_v": c.rms_v,
                               "span_v": c.span_v, "verdict": c.verdict})

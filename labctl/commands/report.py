@@ -38,8 +38,8 @@ def _analytic_dvdi(session: Session, run: RecordedRun, currents: np.ndarray):
     sim = session.start.get("config", {}).get("station", {}).get("simulation")
     if not sim:
         return None
-    from simulators.mtj import dvdi
-    from simulators.world import SimSettings, StationWorld
+    from labctl.commands.lifecycle import recorded_station
+    from labctl.station.oracle import Oracle
 
     where = f"{session.file}, line 1: start document: config.station.simulation"
     grid = sim.get("die_grid")
@@ -56,11 +56,11 @@ def _analytic_dvdi(session: Session, run: RecordedRun, currents: np.ndarray):
             "is not a simulated station"
         )
     try:
-        world = StationWorld(SimSettings.from_record(sim))
+        config = recorded_station(session)
+        oracle = Oracle.from_settings(config.simulation, config.wiring)
     except (TypeError, ValueError, KeyError) as err:
         raise RecordError(f"{where}: {type(err).__name__}: {err}") from None
-    idx = np.arange(n)
-    return dvdi(world.chip.params.take((idx, np.zeros_like(idx))), currents)
+    return oracle.dvdi(list(range(1, n + 1)), currents)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -282,8 +282,7 @@ def _resume(args) -> int:
             _preflight(engine, config.wiring, settings, run.writer)
         live = LiveSource(settings, engine)
         source = ReplaySource(recorded, live=live)
-        sink = RecordSink(run.writer, recorded=set(recorded.epochs),
-                          streams=run.writer.stream_uids())
+        sink = RecordSink(run.writer, recorded=set(recorded.epochs))
         done = sorted(recorded.folds)
         todo = [f for f in range(settings.folds) if f not in recorded.folds]
         results = [recorded.fold_result(f) for f in done]

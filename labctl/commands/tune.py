@@ -19,6 +19,7 @@ import argparse
 import math
 
 from labctl.commands.lifecycle import add_station_arguments, instrument_session, station_config
+from labctl.records.session import data_key
 from protocols.engine import Engine
 from protocols.intents import DEVICES, Checkpoint
 from protocols.tuning import IoffEstimate, tune_pair, verify_i_off
@@ -104,12 +105,8 @@ def run(args: argparse.Namespace) -> int:
     }
     with instrument_session(args, "tune", config, seeds={}, station_cfg=station_cfg) as run_:
         station, writer = run_.station, run_.writer
-        tuning = writer.descriptor(
-            "tuning",
-            {
-                key: {"dtype": dtype, "shape": [], "source": "labctl.tune", "units": unit}
-                for key, dtype, unit in TUNING_KEYS
-            },
+        tuning = writer.stream(
+            "tuning", {k: data_key("labctl.tune", dtype, unit) for k, dtype, unit in TUNING_KEYS}
         )
 
         def record(checkpoint: Checkpoint) -> None:
@@ -132,13 +129,10 @@ def run(args: argparse.Namespace) -> int:
         verified, sweep = engine.run(
             verify_i_off(args.pair, i_max=limits.max_current_a, points=args.verify_points)
         )
-        stream = writer.descriptor(
+        stream = writer.stream(
             "verify_iv",
-            {
-                key: {"dtype": "number", "shape": [], "source": "labctl.tune", "units": unit}
-                for key, unit in VERIFY_KEYS
-            }
-            | {"compliance": {"dtype": "boolean", "shape": [], "source": "smu"}},
+            {key: data_key("labctl.tune", units=unit) for key, unit in VERIFY_KEYS}
+            | {"compliance": data_key("smu", "boolean")},
         )
         for j, current in enumerate(sweep.sweep.currents_a):
             writer.event(

@@ -124,6 +124,19 @@ def _check_keys(obj: Any, where: str) -> None:
             _check_keys(value, where)
 
 
+def data_key(source: str, dtype: str = "number", units: str = "", shape: tuple = (),
+             external: bool = False) -> dict:
+    """One event-model data key: ``source`` (the instrument or labctl part that made the
+    value), ``dtype``, ``units`` (A, V, s, Ohm; "" for none), ``shape`` (() for a scalar),
+    ``external`` for an array kept as a file."""
+    key = {"dtype": dtype, "shape": list(shape), "source": source}
+    if units:
+        key["units"] = units
+    if external:
+        key["external"] = "FILESTORE:"
+    return key
+
+
 def _safe_name(kind: str, name: str) -> str:
     if not _SAFE_NAME.match(name):
         raise ValueError(f"{kind} name {name!r} is not usable as a file name")
@@ -314,6 +327,11 @@ class SessionWriter:
             self._file.close()
             self._file = None
             raise RecordError(f"{self.path / DOCUMENTS}: short write (disk full?)")
+
+    def stream(self, name: str, data_keys: dict[str, dict]) -> str:
+        """The uid of stream ``name``: the one this session already has (a resumed run
+        re-declares every stream), else a new descriptor with ``data_keys``."""
+        return self.stream_uids().get(name) or self.descriptor(name, data_keys)
 
     def descriptor(self, name: str, data_keys: dict[str, dict]) -> str:
         """Declare stream ``name`` with event-model data keys; returns the descriptor uid."""

@@ -49,6 +49,10 @@ class Oracle:
         pair (``currents`` of shape (n, len(pairs)), or 1-d for a single pair)."""
         return dvdi(self.params(pairs, device), currents)
 
+    def instrument_time_s(self) -> float:
+        """Instrument time (s) the simulated instruments have spent so far (their clock)."""
+        return self._world.clock.now()
+
     def i_off(self, pair: int) -> dict[str, float]:
         """True I_off (A) of both devices of ``pair``, tuning included."""
         return {d: float(np.ravel(self.params([pair], d).i_off)[0]) for d in ("A", "B")}

@@ -16,7 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from labctl.records.session import RecordError, Session, SessionWriter
+from labctl.records.session import RecordError, Session, SessionWriter, data_key
 from labctl.training.iris import FoldResult, IrisSettings
 from labctl.training.neuron_record import EndOfRecord, ReplayNeurons
 from labctl.training.neurons import NeuronArray, NeuronReadout
@@ -41,10 +41,7 @@ FOLD_KEYS = {
 
 
 def _key(dtype: str = "number", shape=(), external: bool = False) -> dict:
-    spec = {"dtype": dtype, "shape": list(shape), "source": "labctl.training.iris"}
-    if external:
-        spec["external"] = "FILESTORE:"
-    return spec
+    return data_key("labctl.training.iris", dtype, shape=shape, external=external)
 
 
 def flatten(weights: list[np.ndarray]) -> np.ndarray:
@@ -66,12 +63,10 @@ class RecordSink:
         self,
         writer: SessionWriter,
         recorded: set[tuple[int, int]] | None = None,
-        streams: dict[str, str] | None = None,
     ):
         self.writer = writer
-        self.recorded = recorded or set()
-        streams = streams or {}  # a resumed session's existing streams, by name
-        self.epoch_stream = streams.get("epoch") or writer.descriptor(
+        self.recorded = recorded or set()  # epochs a resumed session has already
+        self.epoch_stream = writer.stream(
             "epoch",
             {
                 "fold": _key("integer"),
@@ -81,7 +76,7 @@ class RecordSink:
                 "measurements": _key("array", [None, None, None, 3], external=True),
             },
         )
-        self.fold_stream = streams.get("fold") or writer.descriptor(
+        self.fold_stream = writer.stream(
             "fold",
             {
                 "fold": _key("integer"),
