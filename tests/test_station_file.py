@@ -123,3 +123,67 @@ def test_simulation_table_errors():
     text = BUILTIN_TEXT.replace("n_pairs = 16\ntime_scale", "n_pairs = 8\ntime_scale")
     with pytest.raises(StationFileError, match="pair 16 is beyond the simulated chip's 8 pairs"):
         parse_station(text, "s.toml")
+
+
+# -- limits that protect devices: every attack of the night is refused, naming the key --
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (("compliance_v = 0.8", "compliance_v = 5"),
+         r"\[limits\]: compliance_v = 5 exceeds the devices' absolute maximum rating "
+         r"breakdown_v = 1"),
+        (("max_current_a = 100e-6", "max_current_a = 1e-3"),
+         r"\[limits\]: max_current_a = 0.001 exceeds .* max_current_a = 0.0004"),
+        (("ramp_step_a = 20e-6", "ramp_step_a = 1"),
+         r"\[limits\]: ramp_step_a = 1 exceeds .* max_step_a = 2.5e-05"),
+        (("n_pairs = 16\n\n[limits]", "n_pairs = 16\n[[wiring.pair]]\npair = 2\n"
+          'channel_a = "1A01"\nchannel_b = "1B01"\n\n[limits]'),
+         r"pair 2: switch channel 1A01 is already pair 1's"),
+        (("n_pairs = 16\n\n[limits]", "n_pairs = 16\n[[wiring.pair]]\npair = 3\n"
+          "max_current_a = 150e-6\n\n[limits]"),
+         r"pair 3: max_current_a = 0.00015 is above the station's \[limits\] max_current_a"),
+        (("n_pairs = 16\n\n[limits]", "n_pairs = 16\n[[wiring.pair]]\npair = 3\n"
+          "[[wiring.pair]]\npair = 3\n\n[limits]"),
+         r"\[\[wiring.pair\]\] #2 pair: pair 3 has a \[\[wiring.pair\]\] entry already"),
+        (("[station]", "colour = \"red\"\n[station]"), r": colour: unknown key"),
+        (('name = "built-in simulated station"', 'name = "x"\nowner = "me"'),
+         r"\[station\] owner: unknown key"),
+        (("n_pairs = 16\n\n[limits]", "n_pairs = 16\n[[wiring.pair]]\npair = 1000\n\n[limits]"),
+         r"pair: must be at most 99"),
+        (("n_pairs = 16\n\n[limits]", "n_pairs = 16\n[[wiring.pair]]\npair = 17\n\n[limits]"),
+         r"pair 17 is beyond the simulated chip's 16 pairs"),
+        (('[instruments.smu_a]\ndriver = "keithley2400"',
+          '[instruments.smu_a]\ndriver = "keithley2400"\ntimeout_s = 1e300'),
+         r"\[instruments.smu_a\] timeout_s: must be at most 600"),
+        (("seed = 1", "seed = 1\ndie_grid = [100000, 100000]"),
+         r"\[simulation\] die_grid: must be \[columns, rows\], each an integer 1..20"),
+        (("time_scale = 0.0", "time_scale = 1e300"), r"\[simulation\] time_scale: must be at most"),
+        (("seed = 1", "seed = 1\nline_frequency = 0.5"),
+         r"\[simulation\] line_frequency: must be 50 or 60"),
+        (('smu_b = "smu_b"', 'smu_b = "smu_a"'), r"devices A and B are both on SMU channel smu_a"),
+        (('smu_b = "smu_b"', 'smu_b = "smu_b:2"'),
+         r"keithley2400 'smu_b' has no channel '2' \(channels: 1\)"),
+        (('trigger_master = "smu_a"', 'trigger_master = "adc"'),
+         r"trigger_master: 'adc' has driver 'adc_board', which is not a source-meter"),
+        (("adc_polarity = 1", "adc_polarity = 0"), r"adc_polarity: must be 1 or -1, got 0"),
+        (("time_scale = 0.0", "time_scale = 0.0\n[simulation.faults.smu_a]\ndrop_afterwards = 3"),
+         r"\[simulation.faults.smu_a\]: .*drop_afterwards"),
+        (("time_scale = 0.0", "time_scale = 0.0\n[simulation.faults.smu_c]\ndrop_after = 3"),
+         r"\[simulation.faults.smu_c\]: names no instrument"),
+    ],
+)
+def test_limit_and_wiring_attacks_are_refused(edit, message):
+    old, new = edit
+    assert old in BUILTIN_TEXT, old
+    with pytest.raises(StationFileError, match=message):
+        parse_station(BUILTIN_TEXT.replace(old, new, 1), "attack.toml")
+
+
+def test_pulse_limits_within_the_ratings():
+    text = BUILTIN_TEXT.replace("ramp_step_a = 20e-6", "ramp_step_a = 20e-6\npulse_max_v = 1.2")
+    with pytest.raises(StationFileError, match=r"pulse_max_v = 1.2 exceeds .* breakdown_v"):
+        parse_station(text, "p.toml")
+    text = BUILTIN_TEXT.replace("ramp_step_a = 20e-6",
+                                "ramp_step_a = 20e-6\npulse_max_current_a = 1e-3")
+    with pytest.raises(StationFileError, match=r"pulse_max_current_a = 0.001 exceeds"):
+        parse_station(text, "p.toml")

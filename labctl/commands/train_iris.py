@@ -286,8 +286,9 @@ def _resume(args) -> int:
         done = sorted(recorded.folds)
         todo = [f for f in range(settings.folds) if f not in recorded.folds]
         results = [recorded.fold_result(f) for f in done]
-        results += train_folds(settings, min(limit, recorded.max_current_a), source, sink,
-                               folds=todo, progress=_progress(args, settings))
+        results += train_folds(settings, recorded.max_current_a, source, sink, folds=todo,
+                               progress=_progress(args, settings), live_max_current_a=limit,
+                               recorded=set(recorded.epochs))
         summary = summarise(sorted(results, key=lambda r: r.fold)) | {"grad": settings.grad}
         run.summary.update(summary)
     _print_summary(args, {settings.grad: summary | {"session": args.resume.name}})

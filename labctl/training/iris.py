@@ -176,8 +176,14 @@ def train_folds(
     *,
     folds: list[int] | None = None,
     progress: Callable[[str], object] | None = None,
+    live_max_current_a: float | None = None,
+    recorded: set[tuple[int, int]] = frozenset(),
 ) -> list[FoldResult]:
-    """Train the MTJ network and the tanh baseline on each fold (all folds by default)."""
+    """Train the MTJ network and the tanh baseline on each fold (all folds by default).
+
+    A resume replays the ``recorded`` (fold, epoch)s with the limit they were made under,
+    ``max_current_a`` (A), and trains the rest under ``live_max_current_a`` if given (the
+    station's new limits)."""
     data = fold_data(settings)
     act = activation(settings, max_current_a)
     results = []
@@ -205,6 +211,10 @@ def train_folds(
         )
         bar = progress(f"fold {fold + 1}/{settings.folds}") if progress else None
         while not trainer.done:
+            if live_max_current_a is not None:
+                limit = max_current_a if (fold, trainer.epoch) in recorded else (
+                    live_max_current_a)
+                act.limit(limit - settings.di)
             neuron_source.before_epoch(fold, trainer.epoch)
             row = trainer.run_epoch()
             if bar is not None:

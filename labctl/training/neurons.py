@@ -414,9 +414,16 @@ class MTJActivation:
         self.v_scale = 0.5 * (v_hi - v_lo)
         if not self.v_scale > 0:
             raise ValueError(f"v_scale from the device curve is not positive: {self.v_scale}")
+        self.limit(self.i_max)
+        self._gain = self.i_scale / self.v_scale
+
+    def limit(self, i_max: float) -> None:
+        """Clip bias currents to +-``i_max`` (A) from now on (a resumed run on new limits)."""
+        if not abs(self.i_center) < i_max:
+            raise ValueError(f"i_center {self.i_center!r} A is not within +-i_max {i_max!r} A")
+        self.i_max = float(i_max)
         self._z_lo = (-self.i_max - self.i_center) / self.i_scale
         self._z_hi = (self.i_max - self.i_center) / self.i_scale
-        self._gain = self.i_scale / self.v_scale
 
     def currents(self, z: np.ndarray) -> np.ndarray:
         """Bias currents (A) for pre-activations ``z``, clipped to +-i_max."""
