@@ -40,6 +40,7 @@ from typing import Any, NamedTuple
 import numpy as np
 from pymeasure.instruments import Instrument
 from pymeasure.instruments.keithley import Keithley2400 as _PymeasureKeithley2400
+from pymeasure.instruments.validators import strict_range
 
 from instruments import replies
 from instruments.transport import (
@@ -174,6 +175,16 @@ class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
     ``adapter``: a transport from :func:`instruments.open_adapter` (or any pymeasure
     adapter); no I/O here beyond pymeasure's own ``:FORMAT:ELEMENTS`` write.
     """
+
+    # One spelling and precision for the source current everywhere (pymeasure's property
+    # writes :SOURCE:CURRENT %g, six digits; lists and ramps write :SOUR:CURR %.9g).
+    source_current = Instrument.control(
+        ":SOUR:CURR?",
+        ":SOUR:CURR %.9g",
+        """Control the source current in A (float, strictly from -1.05 to 1.05).""",
+        validator=strict_range,
+        values=[-MAX_CURRENT_A, MAX_CURRENT_A],
+    )
 
     #: What the protocol layer may rely on to choose list sweeps over host pacing.
     capabilities = {
@@ -323,7 +334,7 @@ class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
         """Set the source to ``current_a`` (A) and take one reading: a write and a query."""
         _check_currents([current_a])
         with self.lock:
-            self.write(f":SOUR:CURR {current_a:.9g}")
+            self.source_current = current_a
             return self.measure_once()
 
     # -- list sweeps -------------------------------------------------------------------

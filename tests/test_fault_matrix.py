@@ -140,9 +140,23 @@ def printed(stdout: str) -> str:
     return SESSION_PATH.sub("<session>", stdout)
 
 
-def data_verdict(command: str, session: Path, stdout: str, reference: dict) -> str:
+def data_verdict(fault: str, command: str, session: Path, stdout: str, reference: dict) -> str:
     """For a run that exited 0: "identical", "flagged" (iv: only rows flagged as compliance
-    or overrange differ) or "WRONG: ..." against the fault-free run."""
+    or overrange differ) or "WRONG: ..." against the fault-free run.
+
+    A stuck compliance leaves the voltages as they were: there the readings must be flagged
+    (iv.csv) or the compliance at least said (the other commands), not used in silence."""
+    verdict = _compare(command, session, stdout, reference)
+    if fault == "stick_compliance" and not verdict.startswith("WRONG"):
+        if command == "iv" and verdict != "flagged":
+            return "WRONG: the SMU reported compliance at every reading; iv.csv flags none"
+        if command != "iv" and "compliance" not in stdout.lower():
+            return (f"WRONG: the SMU reported compliance at every reading; {command} used them "
+                    "and said nothing")
+    return verdict
+
+
+def _compare(command: str, session: Path, stdout: str, reference: dict) -> str:
     if command == "iv":
         rows, ref = iv_rows(session), reference["iv_rows"]
         if rows == ref:
@@ -213,7 +227,7 @@ def run_case(case: tuple[str, str, str], ref: dict, root: Path) -> dict:
         stop = Session.open(session).stop if session else None
         rec["stop"] = stop
         if rec["exit"] == 0 and session:
-            rec["data"] = data_verdict(command, session, rec["stdout"], ref)
+            rec["data"] = data_verdict(fault, command, session, rec["stdout"], ref)
         resumable = session is not None and Session.open(session).resumable
         if command == "train" and rec["exit"] != 0 and resumable:
             if fault in PERSISTENT:
@@ -296,11 +310,11 @@ def matrix(tmp_path_factory) -> dict[str, dict]:
 
 
 def names_the_culprit(rec: dict) -> bool:
-    """The error names the faulty instrument (a broken device: its pair or SMU)."""
+    """The error names the faulty instrument (a broken device: its pair will do)."""
     line = error_line(rec["stderr"])
     names = [rec["instrument"]]
     if rec["fault"] == "break_device":
-        names += [f"pair {PAIR}", "smu_b", f"device {BROKEN[-1]}"]
+        names += [f"pair {PAIR}", "smu_b"]
     return any(name in line for name in names)
 
 

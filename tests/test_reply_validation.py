@@ -287,7 +287,7 @@ def test_smu_replies_that_the_command_cannot_answer(command, reply):
 
 def test_pymeasure_properties_are_checked_too():
     """pymeasure's ``values`` keeps an uncastable reply as a string; here it raises."""
-    with expected_protocol(Keithley2400, [FORMAT, (":SOURCE:CURRENT?", "KEITHLEY")]) as smu:
+    with expected_protocol(Keithley2400, [FORMAT, (":SOUR:CURR?", "KEITHLEY")]) as smu:
         with pytest.raises(UnexpectedReply, match="KEITHLEY"):
             smu.source_current  # noqa: B018
 

@@ -29,13 +29,16 @@ also what tests/test_fault_matrix.py uses to run commands against a served, faul
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import queue
+import random
 import re
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -242,3 +245,220 @@ def make_safe(resources: dict[str, str], ramp_step_a: float = 20e-6) -> None:
         raw_write(resources[smu], ":OUTP OFF")
     raw_write(adc_resource(resources), "ACQ:ABOR")
     raw_write(resources["switch"], 'channel.open("allslots")')
+
+
+# -- the storm ---------------------------------------------------------------------------
+def station_text(time_scale: float) -> str:
+    """The built-in station, served at ``time_scale``."""
+    from labctl.station.file import BUILTIN_TEXT
+
+    text = BUILTIN_TEXT.replace("time_scale = 0.0", f"time_scale = {time_scale!r}")
+    if f"time_scale = {time_scale!r}" not in text:
+        raise RuntimeError("the built-in station text has no time_scale = 0.0 to replace")
+    return text
+
+
+def plan(n: int, seed: int) -> list[tuple[str, str, float]]:
+    """``n`` (command, signal, delay in s): every command x signal once per block of eight,
+    in a seeded order, each with a seeded delay from :data:`DELAYS_S`."""
+    rng = random.Random(seed)
+    out: list[tuple[str, str, float]] = []
+    while len(out) < n:
+        block = [(c, s) for c in COMMANDS for s in SIGNALS]
+        rng.shuffle(block)
+        for command, sig in block[: n - len(out)]:
+            lo, hi = DELAYS_S[command]
+            out.append((command, sig, round(rng.uniform(lo, hi), 3)))
+    return out
+
+
+def _wait_for_session(proc: subprocess.Popen, sessions: Path, timeout: float = 60.0):
+    """The session directory once its start document is written (None: the process ended
+    first or took too long)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        found = [p.parent for p in sessions.glob("*/documents.jsonl") if p.stat().st_size]
+        if found:
+            return found[0]
+        time.sleep(0.01)
+    return None
+
+
+def _read_session(path: Path):
+    from labctl.records.session import Session
+
+    return Session(path)
+
+
+def one_run(i: int, command: str, sig: str, delay_s: float, bench: Served, work: Path) -> dict:
+    """Start ``command``, send ``sig`` ``delay_s`` after its session started, check what it
+    left. Returns a record: ``status`` is "held", "failed" or "missed" (the command ended
+    before the signal could be sent, or the signal came after its stop document)."""
+    work = work / f"run-{i:03d}-{command}-{sig}"
+    sessions = work / "sessions"
+    work.mkdir(parents=True)
+    args = TRAIN_ARGS if command == "train" else IV_ARGS
+    rec: dict = {"i": i, "command": command, "signal": sig, "delay_s": delay_s,
+                 "problems": [], "status": "failed"}
+    problems = rec["problems"]
+    proc = start_labctl(*args, "--station", bench.station, "--sessions-dir", sessions, cwd=work)
+    try:
+        session = _wait_for_session(proc, sessions)
+        if session is None:
+            out, err = proc.communicate(timeout=60)
+            problems.append(f"no session started (exit {proc.returncode}): {err[-500:]}")
+            return rec
+        time.sleep(delay_s)
+        if proc.poll() is not None:
+            rec["status"] = "missed"
+            proc.communicate(timeout=60)
+            return rec
+        sent = time.time()
+        proc.send_signal(getattr(signal, sig))
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    rec |= {"exit": proc.returncode, "session": str(session)}
+    doc = _read_session(session)
+    stop = doc.stop
+    if stop is not None and stop["exit_status"] == "success" and stop["time"] < sent:
+        rec["status"] = "missed"  # it had finished its work; the signal came at the very end
+    elif sig == "SIGKILL":
+        _check_killed(proc, session, stop, work, problems)
+    else:
+        _check_stopped(proc, err, sig, stop, problems)
+    state = bench_state(bench.resources)
+    rec["state"] = state
+    if sig == "SIGKILL":
+        make_safe(bench.resources)  # nobody switched them off; the next run needs them off
+    elif unsafe(state):
+        problems.append(f"left unsafe: {'; '.join(unsafe(state))}")
+        make_safe(bench.resources)
+    if command == "train" and rec["status"] != "missed" and _read_session(session).resumable:
+        rec["resume"] = _resume(session, work, problems)
+        after = bench_state(bench.resources)
+        if unsafe(after):
+            problems.append(f"left unsafe after the resume: {'; '.join(unsafe(after))}")
+            make_safe(bench.resources)
+    elif command == "train" and rec["status"] != "missed":
+        problems.append("the interrupted training is not resumable")
+    if rec["status"] != "missed":
+        rec["status"] = "failed" if problems else "held"
+    return rec
+
+
+def _check_stopped(proc, err: str, sig: str, stop: dict | None, problems: list[str]) -> None:
+    if proc.returncode != 130:
+        problems.append(f"exit {proc.returncode}, expected 130: {err[-500:]}")
+    if "Traceback" in err:
+        problems.append(f"traceback: {err[-1500:]}")
+    if stop is None:
+        problems.append("no stop document")
+        return
+    if (stop["exit_status"], stop.get("reason")) != ("abort", sig):
+        problems.append(f"stop document {stop['exit_status']!r} ({stop.get('reason')!r}), "
+                        f"expected 'abort' ({sig!r})")
+    shutdown = stop.get("labctl_shutdown") or {}
+    if shutdown.get("confirmed") is not True:
+        problems.append(f"shutdown not confirmed: {shutdown}")
+
+
+def _check_killed(proc, session: Path, stop: dict | None, work: Path,
+                  problems: list[str]) -> None:
+    if proc.returncode != -signal.SIGKILL:
+        problems.append(f"exit {proc.returncode}, expected {-signal.SIGKILL}")
+    if stop is not None:
+        problems.append(f"a stop document after SIGKILL: {stop}")
+    listed = labctl("sessions", "list", "--sessions-dir", session.parent, cwd=work)
+    rows = [line.split() for line in listed.stdout.splitlines()]
+    mine = [r for r in rows if r and r[0] == session.name]
+    if listed.returncode != 0 or not mine or "interrupted" not in mine[0]:
+        problems.append(f"sessions list (exit {listed.returncode}) does not list it as "
+                        f"interrupted: {listed.stdout[-500:]} {listed.stderr[-500:]}")
+    report = labctl("report", session, cwd=work)
+    if report.returncode != 0 or "Traceback" in report.stderr:
+        problems.append(f"report exit {report.returncode}: {report.stderr[-800:]}")
+
+
+def _resume(session: Path, work: Path, problems: list[str]) -> dict:
+    t0 = time.monotonic()
+    proc = labctl("train", "iris", "--resume", session, "--json", "--no-progress",
+                  "--sessions-dir", session.parent, cwd=work, timeout=300)
+    out = {"exit": proc.returncode, "wall_s": round(time.monotonic() - t0, 2)}
+    if proc.returncode != 0:
+        problems.append(f"resume exit {proc.returncode}: {proc.stderr[-800:]}")
+        return out
+    summary = json.loads(proc.stdout)
+    stop = _read_session(session).stop
+    if summary.get("folds") != 2 or summary.get("session") != session.name:
+        problems.append(f"resume summary {summary}")
+    if stop is None or stop["exit_status"] != "success":
+        problems.append(f"resumed session's stop document: {stop}")
+    return out
+
+
+def run(n: int = 100, seed: int = 0, workdir: str | os.PathLike | None = None) -> dict:
+    """The storm: ``n`` signals (:func:`plan`), trainings and I-V sweeps on two lanes at
+    once, each lane with its own served bench (the trainings' at time scale 0, the sweeps'
+    at :data:`TIME_SCALE`). Returns ``{"n", "seed", "wall_s", "signals": {name: {"tried",
+    "held", "missed"}}, "failures": [records], "runs": [records]}``."""
+    t0 = time.monotonic()
+    with contextlib.ExitStack() as stack:
+        if workdir is None:
+            workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="labctl-storm-"))
+        root = Path(workdir).resolve()
+        runs = list(enumerate(plan(n, seed)))
+        records: list[dict] = []
+
+        def lane(command: str, time_scale: float) -> list[dict]:
+            out = []
+            with served(station_text(time_scale), root / f"bench-{command}") as bench:
+                for i, (cmd, sig, delay) in runs:
+                    if cmd == command:
+                        try:
+                            out.append(one_run(i, cmd, sig, delay, bench, root))
+                        except Exception as exc:  # noqa: BLE001 - a storm reports, goes on
+                            out.append({"i": i, "command": cmd, "signal": sig,
+                                        "delay_s": delay, "status": "failed",
+                                        "problems": [f"{type(exc).__name__}: {exc}"]})
+            return out
+
+        results: dict[str, list[dict]] = {}
+        threads = [threading.Thread(target=lambda c=c, ts=ts: results.__setitem__(c, lane(c, ts)))
+                   for c, ts in (("train", 0.0), ("iv", TIME_SCALE))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        for command in COMMANDS:
+            if command not in results:
+                raise RuntimeError(f"the {command} lane of the storm did not finish")
+            records += results[command]
+    records.sort(key=lambda r: r["i"])
+    counts = {s: {"tried": 0, "held": 0, "missed": 0} for s in SIGNALS}
+    for r in records:
+        c = counts[r["signal"]]
+        if r["status"] == "missed":
+            c["missed"] += 1
+        else:
+            c["tried"] += 1
+            c["held"] += r["status"] == "held"
+    return {"n": n, "seed": seed, "wall_s": round(time.monotonic() - t0, 1),
+            "signals": counts, "failures": [r for r in records if r["status"] == "failed"],
+            "runs": records}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    n = int(argv[0]) if argv else 100
+    seed = int(argv[1]) if len(argv) > 1 else 0
+    result = run(n, seed)
+    print(json.dumps({k: result[k] for k in ("n", "seed", "wall_s", "signals", "failures")},
+                     indent=2, default=str))
+    return 0 if not result["failures"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
