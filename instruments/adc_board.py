@@ -107,22 +107,26 @@ class AdcBoard(LockedInstrumentMixin, SCPIMixin, Instrument):
         "GAIN?", "GAIN %d",
         """Control the amplifier gain (int, one of 1, 10, 100, 1000).""",
         validator=strict_discrete_set, values=[1, 10, 100, 1000], cast=int,
+        check_set_errors=True,
     )
     rate = Instrument.control(
         "RATE?", "RATE %g",
         """Control the sample rate in S/s (float, 10 to 100000).""",
         validator=strict_range, values=[10, 100_000],
+        check_set_errors=True,
     )
     averaging = Instrument.control(
         "AVER?", "AVER %d",
         """Control the samples averaged per reading (int, 1 to 1024); a reading integrates
         for averaging / rate seconds.""",
         validator=strict_discrete_set, values=range(1, 1025), cast=int,
+        check_set_errors=True,
     )
     channel = Instrument.control(
         "CHAN?", "CHAN %d",
         """Control the input channel (int, 1 or 2).""",
         validator=strict_discrete_set, values=[1, 2], cast=int,
+        check_set_errors=True,
     )
     acquisition_count = Instrument.control(
         "ACQ:COUN?", "ACQ:COUN %d",
@@ -271,3 +275,9 @@ class AdcBoard(LockedInstrumentMixin, SCPIMixin, Instrument):
         errors = drain_scpi_errors(self, "SYST:ERR?")
         if errors:
             raise InstrumentReportedError(self.name, errors)
+
+    def check_set_errors(self) -> list:
+        """pymeasure's hook after setting gain, rate, averaging or channel: a refused
+        setting raises with the board's own text instead of passing silently."""
+        self.check_errors_raise()
+        return []

@@ -242,8 +242,9 @@ RECORDS = [(100, 0.0125, 0), (200, -0.5, 1), (300, 1e-6, 0)]
 
 
 def test_adc_settings_are_validated_controls():
-    pairs = [("GAIN 100", None), ("GAIN?", "100"), ("RATE 5000", None), ("AVER 16", None),
-             ("CHAN 2", None), ("CHAN?", "2")]
+    ok = ("SYST:ERR?", '0,"No error"')  # every setting is followed by an error check
+    pairs = [("GAIN 100", None), ok, ("GAIN?", "100"), ("RATE 5000", None), ok,
+             ("AVER 16", None), ok, ("CHAN 2", None), ok, ("CHAN?", "2")]
     with expected_protocol(AdcBoard, pairs) as adc:
         adc.gain = 100
         assert adc.gain == 100
@@ -255,6 +256,14 @@ def test_adc_settings_are_validated_controls():
                           ("averaging", 2048), ("channel", 3)):
             with pytest.raises(ValueError):
                 setattr(adc, name, bad)
+
+
+def test_a_refused_adc_setting_raises_with_the_boards_text():
+    pairs = [("GAIN 10", None), ("SYST:ERR?", '-221,"Settings conflict; acquisition armed"'),
+             ("SYST:ERR?", '0,"No error"')]
+    with expected_protocol(AdcBoard, pairs) as adc:
+        with pytest.raises(InstrumentReportedError, match="Settings conflict"):
+            adc.gain = 10
 
 
 def test_adc_measure_and_status():
