@@ -150,7 +150,7 @@ def data_verdict(fault: str, command: str, session: Path, stdout: str, reference
     if fault == "stick_compliance" and not verdict.startswith("WRONG"):
         if command == "iv" and verdict != "flagged":
             return "WRONG: the SMU reported compliance at every reading; iv.csv flags none"
-        if command != "iv" and "compliance" not in stdout.lower():
+        if command != "iv" and "compliance" not in printed(stdout).lower():
             return (f"WRONG: the SMU reported compliance at every reading; {command} used them "
                     "and said nothing")
     return verdict

@@ -54,7 +54,7 @@ COMMANDS = ("train", "iv")
 TRAIN_ARGS = ("train", "iris", "--folds", "2", "--epochs", "30", "--json", "--no-progress")
 IV_ARGS = ("iv", "--pair", "2", "--points", "2001", "--nplc", "1")
 #: (lowest, highest) wall-time delay (s) before the signal, per command.
-DELAYS_S = {"train": (0.3, 6.0), "iv": (0.3, 4.0)}
+DELAYS_S = {"train": (0.3, 6.0), "iv": (0.2, 3.0)}
 GETCLOSE = 'print(channel.getclose("allslots"))'
 _TCPIP = re.compile(r"^TCPIP0?::([^:]+)::(\d+)::SOCKET$", re.IGNORECASE)
 _SOCKET = re.compile(r"^socket://([^:/]+):(\d+)$")
