@@ -740,7 +740,7 @@ class TransportMixin:
             self._stale = self._out_of_step = True
             self.last_failure = f"interrupted while waiting for {waiting}"
             raise
-        except InstrumentTimeout:
+        except InstrumentTimeout as exc:
             self._stale = self._out_of_step = True
             self.last_failure = f"timed out waiting for {waiting}"
             if self._link_dropped():
@@ -749,7 +749,9 @@ class TransportMixin:
                     f"{self.who}: the link dropped while waiting for {waiting}; reopened "
                     "it, the command was not repeated"
                 ) from None
-            raise
+            # Name the instrument and the command, not only the resource.
+            raise InstrumentTimeout(self.who, exc.timeout_s, waiting_for=waiting,
+                                    partial=exc.partial) from None
         except InstrumentError as exc:
             self.last_failure = str(exc)
             raise

@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from protocols.wiring import PairWiring
+
 
 @dataclass(frozen=True)
 class Sweep:
@@ -69,6 +71,21 @@ class SweepResult:
     def valid(self) -> np.ndarray:
         """Points that may be used as data (no compliance hit, no overrange)."""
         return ~(self.compliance | self.overrange)
+
+
+class ComplianceInData(RuntimeError):
+    """Readings taken in compliance or overrange were about to be used as data."""
+
+
+def require_valid(valid: np.ndarray, wiring: PairWiring, what: str) -> None:
+    """Raise :class:`ComplianceInData` naming the pair, where its readings come from and
+    ``what`` they were for, if any of ``valid`` (per reading) is False."""
+    bad = int(np.size(valid) - np.count_nonzero(valid))
+    if bad:
+        raise ComplianceInData(
+            f"pair {wiring.pair}: {bad} readings in compliance or overrange ({what}; "
+            f"{wiring.describe()}); check the station limits and the current scale"
+        )
 
 
 DEVICES = ("A", "B")

@@ -99,6 +99,11 @@ class PairWiring:
     def switch_channels(self) -> tuple[str, str]:
         return (self.a.switch_channel, self.b.switch_channel)
 
+    def describe(self) -> str:
+        """Where the pair's readings come from, for messages."""
+        return (f"device A on {self.a.smu} via {self.a.switch_channel}, device B on "
+                f"{self.b.smu} via {self.b.switch_channel}, ADC input {self.adc_input}")
+
     def bias_centre_a(self) -> float:
         """Default bias current at zero pre-activation (A): 40 % of the current limit."""
         return 0.4 * self.limits.max_current_a

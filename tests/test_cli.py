@@ -376,14 +376,14 @@ def test_iv_writes_csv_and_png_and_report(tmp_path):
     assert "pair 3: 101 points" in proc.stdout and session.name in proc.stdout, proc.stdout
     with open(session / "iv.csv", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == ["current_a", "v_a_v", "v_b_v", "v_diff_v", "compliance"]
+    assert rows[0] == ["current_a", "v_a_v", "v_b_v", "v_diff_v", "compliance", "overrange"]
     data = np.array(rows[1:], dtype=float)
-    assert data.shape == (101, 5)
+    assert data.shape == (101, 6)
     current, v_a, v_b = data[:, 0], data[:, 1], data[:, 2]
     assert np.all(np.abs(current) <= 100e-6 * (1 + 1e-9))
     assert current[0] == pytest.approx(-100e-6) and current[-1] == pytest.approx(100e-6)
     assert np.all(np.diff(current) > 0)
-    assert not data[:, 4].any()  # no compliance hit within the limits
+    assert not data[:, 4].any() and not data[:, 5].any()  # no compliance hit, no overrange
     for v in (v_a, v_b):  # real devices: V has the sign of I and stays under compliance
         assert np.all(np.abs(v) < 0.8)
         big = np.abs(current) > 1e-6

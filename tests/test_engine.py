@@ -16,10 +16,10 @@ import pytest
 from instruments.transport import InstrumentError
 from labctl.station.file import BUILTIN_TEXT, StationConfig, load_station
 from labctl.station.runtime import open_station
-from labctl.training.station_neurons import ComplianceInData, StationNeurons
+from labctl.training.station_neurons import StationNeurons
 from protocols.engine import Engine
 from protocols.finite_difference import calibrate, fd_batch
-from protocols.intents import Sweep
+from protocols.intents import ComplianceInData, Sweep
 from protocols.safety import MAX_LIST_POINTS, SafetyViolation
 from simulators.mtj import dvdi, voltage
 from tests.wire_levels import assert_ramped, source_levels, wire_entries

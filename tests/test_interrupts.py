@@ -313,3 +313,46 @@ def test_sigint_mid_list_sweep_shutdown_is_clean(tmp_path, caplog):
         interrupt_list_sweep(tmp_path)
     problems = [r.getMessage() for r in caplog.records if "safe shutdown" in r.getMessage()]
     assert problems == []
+
+
+def test_after_kill9_mid_host_sweep_the_next_command_ramps_from_what_is_sourced(
+        served, tmp_path):
+    """A host-paced sweep killed with SIGKILL leaves both SMUs sourcing; the next command
+    reads what they source and ramps from there, never jumping to 0 A."""
+    station = station_file(tmp_path / "station.toml", served, "adc_socket")
+    killed = tmp_path / "killed"
+    with sigint_not_ignored():
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "labctl.cli", "iv", "--pair", "2", "--points", "401",
+             "--mode", "host", "--station", str(station), "--sessions-dir", str(killed)],
+            cwd=REPO, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        left = 0.0
+        while time.monotonic() < deadline and abs(left) < 30e-6:
+            time.sleep(0.05)
+            for log in killed.glob("*/wire/smu_a.jsonl"):
+                levels = source_levels(WireLog.load(log))
+                left = levels[-1] if levels else 0.0
+        proc.kill()
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    proc.stdout.close()
+    proc.stderr.close()
+    assert abs(left) >= 30e-6, "the sweep never got far from 0 A"
+    sourced = float(tcp_query(served["smu_a"], ":SOUR:CURR?"))
+    assert tcp_query(served["smu_a"], ":OUTP?") == "1" and abs(sourced) > RAMP_STEP_A, sourced
+
+    after = tmp_path / "after"
+    done = subprocess.run(
+        [sys.executable, "-m", "labctl.cli", "iv", "--pair", "3", "--points", "11",
+         "--station", str(station), "--sessions-dir", str(after)],
+        cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    (session,) = after.iterdir()
+    levels = source_levels(WireLog.load(session / "wire" / "smu_a.jsonl"))
+    steps = np.abs(np.diff([sourced, *levels]))
+    assert steps.max() <= RAMP_STEP_A + 1e-10, (sourced, levels[:6])
+    assert_instruments_safe(served)

@@ -288,7 +288,8 @@ def test_a_recorded_timeout_is_replayed_as_one_only_when_the_log_shows_the_wait(
     t = WireReplayTransport(entries=waited, name="smu", resource="TCPIP::x::5025::SOCKET",
                             timeout_s=1.0)
     t.write(":READ?")
-    with pytest.raises(InstrumentTimeout, match="TCPIP::x::5025::SOCKET: timed out after 1 s"):
+    timed_out = r"smu \(TCPIP::x::5025::SOCKET\): timed out after 1 s"
+    with pytest.raises(InstrumentTimeout, match=timed_out):
         t.read()
     assert t.query(":SYST:ERR?") == '0,"No error"'
     assert t.group.assumed_timeouts == [("smu", 1, 1.0)]

@@ -11,6 +11,8 @@ Sections (``--only`` picks some; ``mnist`` runs only when asked for, it takes mi
 - ``train``: `labctl train iris` (5 folds, one hidden layer, time scale 0) as a
   subprocess, its wall time; then ``replay``: `labctl replay` of that session, the ratio.
 - ``mnist``: `labctl simulate mnist` on ../shared/datasets/mnist.
+- ``storm``: 100 random signals (SIGINT, SIGTERM, SIGHUP, SIGKILL, seeded) over real
+  `labctl train iris` and `labctl iv` processes; tried and held per signal.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-SECTIONS = ("smu", "transport", "protocol", "train", "replay", "mnist")
+SECTIONS = ("smu", "transport", "protocol", "train", "replay", "mnist", "storm")
 DEFAULT = ("smu", "transport", "protocol", "train", "replay")
 
 
@@ -147,6 +149,11 @@ def run(args: argparse.Namespace) -> int:
             "simulate", "mnist", "--json", "--no-progress", "--data-dir", args.mnist_dir
         )
         results["mnist"] = {"wall_s": wall, "summary": json.loads(stdout)}
+    if "storm" in sections:
+        from labctl.bench.storm import run as storm
+
+        result = storm(100, 0)
+        results["storm"] = {k: v for k, v in result.items() if k != "runs"}
     if args.json:
         print(json.dumps(results, indent=2, default=float))
     else:

@@ -23,6 +23,7 @@ from labctl.commands.lifecycle import (
 from labctl.records.session import data_key
 from protocols.engine import Engine
 from protocols.finite_difference import calibrate, fd_batch, iv_sweep, optimal_step
+from protocols.intents import require_valid
 from protocols.preflight import check_pairs, refuse_failed
 
 DEFAULT_STEPS = "0.1e-6,0.25e-6,0.5e-6,1e-6,2e-6,5e-6,10e-6"
@@ -82,6 +83,8 @@ def run(args: argparse.Namespace) -> int:
         refuse_failed(checks)
         fine_i = np.linspace(-i_max, i_max, args.fine_points)
         fine = engine.run(iv_sweep(args.pair, fine_i))
+        wiring = station_cfg.pair(args.pair)
+        require_valid(fine.valid, wiring, "the fine I-V sweep")
         slope, curvature = local_slope(fine_i, fine.v_a)
         cal = engine.run(calibrate([args.pair], i_max))
         # The dI = 0 offset is kept with the session: a later forward-mode run can use it.
@@ -117,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
             fwd = engine.run(fd_batch(z, [args.pair], di, "forward"))
             fwdc = engine.run(fd_batch(z, [args.pair], di, "forward", calibration=cal))
             swp = engine.run(fd_batch(z, [args.pair], di, "swap"))
+            for mode, r in (("forward", fwd), ("forward calibrated", fwdc), ("swap", swp)):
+                require_valid(r.valid, wiring, f"{mode} at dI = {di:g} A")
             row = {
                 "di_a": di,
                 "forward_raw": median_rel_error(fwd.dvdi[:, 0], ref),

@@ -9,7 +9,12 @@ from pathlib import Path
 import numpy as np
 
 from labctl import plots
-from labctl.commands.lifecycle import add_station_arguments, instrument_session, station_config
+from labctl.commands.lifecycle import (
+    add_station_arguments,
+    instrument_session,
+    report_problem,
+    station_config,
+)
 from labctl.records.session import data_key
 from protocols.engine import Engine
 from protocols.finite_difference import iv_sweep
@@ -55,13 +60,14 @@ def run(args: argparse.Namespace) -> int:
         currents = np.linspace(-i_max, i_max, args.points)
         engine = Engine(station, mode=args.mode, nplc=args.nplc)
         result = engine.run(iv_sweep(args.pair, currents))
-        w = station.wiring.pair(args.pair)
+        pair = station.wiring.pair(args.pair)
         stream = writer.stream("iv", {
-            "current_a": data_key(str(w.a.smu), units="A"),
-            "v_a": data_key(str(w.a.smu), units="V"),
-            "v_b": data_key(str(w.b.smu), units="V"),
+            "current_a": data_key(str(pair.a.smu), units="A"),
+            "v_a": data_key(str(pair.a.smu), units="V"),
+            "v_b": data_key(str(pair.b.smu), units="V"),
             "v_diff": data_key(station.wiring.adc, units="V"),
             "compliance": data_key("smu", "boolean"),
+            "overrange": data_key(station.wiring.adc, "boolean"),
         })
         for j in range(len(currents)):
             writer.event(
@@ -72,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
                     "v_b": result.v_b[j],
                     "v_diff": result.v_diff[j],
                     "compliance": bool(result.compliance[j]),
+                    "overrange": bool(result.overrange[j]),
                 },
             )
         out = args.out or writer.path
@@ -79,30 +86,44 @@ def run(args: argparse.Namespace) -> int:
         csv_path, png_path = out / "iv.csv", out / "iv.png"
         with open(csv_path, "w", newline="") as f:
             w = csv.writer(f)
-            w.writerow(["current_a", "v_a_v", "v_b_v", "v_diff_v", "compliance"])
-            for row in zip(
-                currents, result.v_a, result.v_b, result.v_diff, result.compliance, strict=True
-            ):
-                w.writerow(
-                    [
-                        f"{row[0]:.6e}",
-                        f"{row[1]:.9e}",
-                        f"{row[2]:.9e}",
-                        f"{row[3]:.9e}",
-                        int(row[4]),
-                    ]
-                )
+            w.writerow(["current_a", "v_a_v", "v_b_v", "v_diff_v", "compliance", "overrange"])
+            for row in zip(currents, result.v_a, result.v_b, result.v_diff, result.compliance,
+                           result.overrange, strict=True):
+                w.writerow([f"{row[0]:.6e}", f"{row[1]:.9e}", f"{row[2]:.9e}", f"{row[3]:.9e}",
+                            int(row[4]), int(row[5])])
         plots.iv_curves(
             png_path,
             currents,
             {"device A": result.v_a, "device B": result.v_b},
             f"pair {args.pair}: I-V ({station.config.name})",
         )
-        n_comp = int(np.sum(result.compliance))
-        run.summary.update(pair=args.pair, points=len(currents), compliance_hits=n_comp)
+        n_comp, n_over = int(np.sum(result.compliance)), int(np.sum(result.overrange))
+        suspects = suspect_devices(pair, currents, result, station.wiring.ratings)
+        run.summary.update(pair=args.pair, points=len(currents), compliance_hits=n_comp,
+                           overrange_hits=n_over, suspect_devices=suspects)
+        if n_over or suspects:
+            run.problem = "; ".join(
+                ([f"{n_over} ADC overrange(s)"] if n_over else []) + suspects)
     print(
         f"pair {args.pair}: {len(currents)} points in [{-i_max:.3g}, {i_max:.3g}] A, "
-        f"{n_comp} compliance hits"
+        f"{n_comp} compliance hits, {n_over} ADC overranges"
     )
     print(f"wrote {csv_path} and {png_path} (session {writer.path})")
-    return 0
+    return report_problem(run)
+
+
+def suspect_devices(wiring, currents: np.ndarray, result, ratings) -> list[str]:
+    """Devices whose resistance at the largest |I| measured in range lies below the rated
+    minimum (a short or a broken barrier), each named with its SMU channel."""
+    out = []
+    big = np.abs(currents) >= 0.5 * np.max(np.abs(currents))
+    for name, dev, v in (("A", wiring.a, result.v_a), ("B", wiring.b, result.v_b)):
+        ok = big & ~result.compliance
+        if not ok.any():
+            continue
+        r = float(np.median(np.abs(v[ok] / currents[ok])))
+        if r < ratings.min_resistance_ohm:
+            out.append(f"pair {wiring.pair} device {name} ({dev.smu}, {dev.switch_channel}) "
+                       f"reads {r:.4g} Ohm, below min_resistance_ohm "
+                       f"{ratings.min_resistance_ohm:.4g} Ohm: shorted or broken")
+    return out

@@ -68,6 +68,18 @@ class Run:
     station: Station | None
     writer: SessionWriter
     summary: dict = field(default_factory=dict)
+    #: Set when the command ran to its end but its result is not good (flagged data, a
+    #: target not reached): the stop document then says ``fail`` with this reason.
+    problem: str = ""
+
+
+def report_problem(run: Run) -> int:
+    """The exit status of a command that ran to its end: 0, or 1 with ``run.problem`` on
+    stderr (the stop document says ``fail`` with it already)."""
+    if not run.problem:
+        return 0
+    print(f"labctl: failed: {run.problem} (session {run.writer.path.name})", file=sys.stderr)
+    return 1
 
 
 class ShutdownNotConfirmed(InstrumentError):
@@ -114,7 +126,9 @@ def instrument_session(
     if station_cfg is None:  # commands that validated their input against it pass it in
         station_cfg = station_config(args)
     with signals_as_interrupt():
-        station = open_station(station_cfg) if need_station else None
+        # Keep going past an instrument that fails to open: the session records why, and
+        # the instruments that did open are still brought to a safe state.
+        station = open_station(station_cfg, keep_going=True) if need_station else None
         report: ShutdownReport | None = None
         writer = None
         try:
@@ -137,6 +151,8 @@ def instrument_session(
             run = Run(station, writer)
             failure: BaseException | None = None
             try:
+                if station is not None and station.failures:
+                    raise next(iter(station.failures.values()))
                 yield run
             except BaseException as exc:
                 failure = exc
@@ -147,6 +163,8 @@ def instrument_session(
                     if station is not None:
                         report = station.safe_shutdown()
                     status, reason = _exit_status(failure)
+                    if status == "success" and run.problem:
+                        status, reason = "fail", run.problem
                     if report is not None and not report.confirmed and status == "success":
                         status, reason = "fail", "safe shutdown not confirmed"
                     writer.stop(status, reason, summary=run.summary,

@@ -130,6 +130,11 @@ def run(args: argparse.Namespace) -> int:
                     f"layer 1, fold {last[0] + 1} epoch {last[1] + 1}: measured vs analytic",
                 )
             )
+    if not made and session.n_events == 0:
+        status = session.stop["exit_status"] if session.stop else "interrupted"
+        print(f"{args.session}: nothing recorded to plot yet (session {status} before its "
+              "first measurement)")
+        return 0
     if not made:
         raise RecordError(
             f"{args.session}: no stream this report knows how to plot "

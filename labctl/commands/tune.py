@@ -18,7 +18,12 @@ from __future__ import annotations
 import argparse
 import math
 
-from labctl.commands.lifecycle import add_station_arguments, instrument_session, station_config
+from labctl.commands.lifecycle import (
+    add_station_arguments,
+    instrument_session,
+    report_problem,
+    station_config,
+)
 from labctl.records.session import data_key
 from protocols.engine import Engine
 from protocols.intents import DEVICES, Checkpoint
@@ -157,6 +162,10 @@ def run(args: argparse.Namespace) -> int:
             verified_ok=ok,
             **({"simulator_i_off_a": true_i_off} if true_i_off else {}),
         )
+        if not ok:
+            why = result.reason if not result.success else "verification outside the tolerance"
+            where = station_cfg.pair(args.pair).describe()
+            run_.problem = f"pair {args.pair} not tuned ({where}): {why}"
     print(
         f"pair {args.pair}: target I_off {_ua(args.i_off)}, tolerance {_ua(args.tolerance)} "
         f"({station.config.name})"
@@ -179,4 +188,4 @@ def run(args: argparse.Namespace) -> int:
         f"{_verdict(verified, args.i_off, args.tolerance)}"
     )
     print(f"session {writer.path}")
-    return 0 if ok else 1
+    return report_problem(run_)

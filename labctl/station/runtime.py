@@ -79,11 +79,11 @@ class Station:
         simulator=None,
         identities: dict[str, str] | None = None,
         wire_logs: dict[str, WireLog] | None = None,
-        failures: dict[str, str] | None = None,
+        failures: dict[str, InstrumentError] | None = None,
     ):
         self.config = config
-        #: Instruments that could not be opened (name -> why); only ``keep_going`` opens
-        #: a station with any, for ``labctl station check`` to report them all.
+        #: Instruments that could not be opened (name -> the error); only ``keep_going``
+        #: opens a station with any (to report them all, and still shut down the rest).
         self.failures = failures or {}
         self.wiring: Wiring = config.wiring
         self.instruments = instruments
@@ -363,7 +363,7 @@ def open_station(config: StationConfig, adapter_factory: AdapterFactory | None =
             except InstrumentError as exc:
                 if not keep_going:
                     raise
-                failures[name] = str(exc)
+                failures[name] = exc
     except BaseException:
         for inst in opened.values():
             try:

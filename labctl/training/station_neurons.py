@@ -7,10 +7,7 @@ import numpy as np
 from labctl.training.neurons import GRAD_MODES, NeuronReadout
 from protocols.engine import Engine
 from protocols.finite_difference import Calibration, fd_batch
-
-
-class ComplianceInData(RuntimeError):
-    """A reading that went into a neuron's activation was taken in compliance or overrange."""
+from protocols.intents import require_valid
 
 
 class StationNeurons:
@@ -44,12 +41,8 @@ class StationNeurons:
     def measure(self, currents: np.ndarray) -> NeuronReadout:
         mode = "swap" if self.grad == "fd-swap" else "forward"
         r = self.engine.run(fd_batch(currents, self.pairs, self.di, mode, self.calibration))
-        if not r.valid.all():
-            j = int(np.argwhere(~r.valid)[0][1])
-            raise ComplianceInData(
-                f"pair {self.pairs[j]}: {int((~r.valid).sum())} readings in compliance or "
-                "overrange; check the station limits and the current scale"
-            )
+        for j, pair in enumerate(self.pairs):
+            require_valid(r.valid[:, j], self.engine.station.wiring.pair(pair), "a neuron")
         dvdi = r.dvdi
         if self.grad == "exact":
             dvdi = self.engine.station.oracle.dvdi(self.pairs, currents)
