@@ -31,7 +31,6 @@ from instruments.transport import (
     LockedInstrumentMixin,
     SafeStateReport,
     drain_scpi_errors,
-    interrupts_deferred,
     read_setting,
 )
 
@@ -199,21 +198,11 @@ class AdcBoard(LockedInstrumentMixin, SCPIMixin, Instrument):
         output to turn off: its pulse generator only pulses on ``PROG:PULS``. Ctrl-C and
         SIGTERM wait until it is done (:func:`~instruments.transport.interrupts_deferred`).
         """
-        report = SafeStateReport(self.name)
-        with self.lock, interrupts_deferred():
-            if self.link_suspect:
-                self._resync_noted(report, f"the last exchange failed ({self.link_suspect})")
-            for attempt in range(2):
-                try:
-                    state, n = self.disarm()
-                    report.state = {"acquisition": state, "samples": n}
-                    report.confirmed = True
-                    break
-                except InstrumentError as exc:
-                    report.problems.append(f"disarming: {exc}")
-                    if attempt or not self._resync_noted(report, "to disarm"):
-                        break
-        return report
+        def disarmed(report: SafeStateReport) -> None:
+            state, n = self.disarm()  # raises if still ARMED
+            report.state = {"acquisition": state, "samples": n}
+
+        return self.confirm_safe("disarm", disarmed)
 
     def shutdown(self) -> SafeStateReport:
         """:meth:`safe_state`, then pymeasure's shutdown bookkeeping."""

@@ -19,11 +19,9 @@ from pymeasure.instruments import Instrument
 from instruments import replies
 from instruments.transport import (
     GarbledReply,
-    InstrumentError,
     InstrumentReportedError,
     LockedInstrumentMixin,
     SafeStateReport,
-    interrupts_deferred,
     read_setting,
 )
 
@@ -108,24 +106,13 @@ class SwitchMatrix(LockedInstrumentMixin, Instrument):
         """Open every channel and confirm that the matrix reports none closed (resyncing
         first if the last exchange failed, and once more if that fails); never raises
         for the matrix's sake. Ctrl-C and SIGTERM wait until it is done."""
-        report = SafeStateReport(self.name)
-        with self.lock, interrupts_deferred():
-            if self.link_suspect:
-                self._resync_noted(report, f"the last exchange failed ({self.link_suspect})")
-            for attempt in range(2):
-                try:
-                    self.open(ALLSLOTS)
-                    closed = self.closed()
-                    report.state = {"closed": closed}
-                    if not closed:
-                        report.confirmed = True
-                        break
-                    report.problems.append(f"still closed after opening all: {closed}")
-                except InstrumentError as exc:
-                    report.problems.append(f"opening every channel: {exc}")
-                if attempt or not self._resync_noted(report, "to open every channel"):
-                    break
-        return report
+        def opened(report: SafeStateReport) -> str | None:
+            self.open(ALLSLOTS)
+            closed = self.closed()
+            report.state = {"closed": closed}
+            return f"still closed after opening all: {closed}" if closed else None
+
+        return self.confirm_safe("open every channel", opened)
 
     def shutdown(self) -> SafeStateReport:
         """:meth:`open_all`, then pymeasure's shutdown bookkeeping."""

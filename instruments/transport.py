@@ -295,6 +295,29 @@ class LockedInstrumentMixin:
             return False
         return bool(resync(probe))
 
+    def confirm_safe(self, what: str, check: Callable[[SafeStateReport], str | None]
+                     ) -> SafeStateReport:
+        """A safe state reached and read back: ``check(report)`` does it and returns None
+        when the instrument confirms it, else the problem. Resyncs first if the last
+        exchange failed, and once more if ``check`` fails; never raises for the
+        instrument's sake; Ctrl-C and SIGTERM wait until it is done."""
+        report = SafeStateReport(self.name)
+        with self.lock, interrupts_deferred():
+            if self.link_suspect:
+                self._resync_noted(report, f"the last exchange failed ({self.link_suspect})")
+            for attempt in range(2):
+                try:
+                    problem = check(report)
+                    if problem is None:
+                        report.confirmed = True
+                        break
+                    report.problems.append(problem)
+                except InstrumentError as exc:
+                    report.problems.append(f"{what}: {exc}")
+                if attempt or not self._resync_noted(report, f"to {what}"):
+                    break
+        return report
+
     def _resync_noted(self, report: SafeStateReport, why: str) -> bool:
         """:meth:`resync`, noted in ``report`` (a note if it worked, a problem if not)."""
         if self.resync():

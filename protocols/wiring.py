@@ -11,7 +11,7 @@ Every limit lies within the devices' absolute maximum :class:`Ratings`. Units: A
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 
 class WiringError(ValueError):
@@ -125,7 +125,6 @@ class Wiring:
     trigger_master: Channel
     prober: str | None = None
     source: str = "<wiring>"  # where it was read from, for messages
-    extra: dict = field(default_factory=dict)
 
     def pair(self, k: int) -> PairWiring:
         if k not in self.pairs:

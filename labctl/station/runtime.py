@@ -229,11 +229,6 @@ class Station:
         self.wiring.pair(pair)  # a pair the wiring does not know: refused
         self.adc.program_pulse(device, amplitude_v, width_s)
 
-    def check_errors(self) -> None:
-        """Raise with the instrument's own text if any error queue is not empty."""
-        for inst in self.instruments.values():
-            inst.check_errors_raise()
-
     # -- shutdown --------------------------------------------------------------------
     def safe_shutdown(self) -> ShutdownReport:
         """Ramp every SMU to zero, outputs off, ADC disarmed, switch open; each confirmed.
