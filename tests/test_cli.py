@@ -796,3 +796,18 @@ def test_sessions_list_empty_dir(tmp_path):
     proc = ok(labctl("sessions", "list", "--sessions-dir", empty, cwd=tmp_path))
     assert proc.stdout.strip() == f"no sessions in {empty}"
     assert proc.stderr == ""
+
+
+def test_sessions_by_id_under_sessions_dir_or_labctl_sessions(tmp_path, monkeypatch):
+    store = tmp_path / "store"
+    ok(labctl("iv", "--pair", 2, "--points", 11, "--sessions-dir", store, cwd=tmp_path))
+    session = only_session(store)
+    listed = ok(labctl("sessions", "list", "--sessions-dir", store, cwd=tmp_path))
+    assert session.name in listed.stdout
+    report = ok(labctl("report", session.name, "--sessions-dir", store, cwd=tmp_path))
+    assert str(store / session.name / "report" / "iv.png") in report.stdout
+    monkeypatch.setitem(ENV, "LABCTL_SESSIONS", str(store))
+    again = ok(labctl("report", session.name, cwd=tmp_path))
+    assert "iv.png" in again.stdout
+    err = refused(labctl("report", "20990101-000000-iv-0000", cwd=tmp_path))
+    assert "no session there, nor an id of one in" in err and str(store) in err

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from instruments.transport import InstrumentError
+from labctl.commands.session_args import add_sessions_dir_argument
 from labctl.commands.signals import shielded, signals_as_interrupt
 from labctl.records.session import Session, SessionWriter, data_key
 from labctl.station.file import StationConfig, StationFileError, load_station, parse_station
@@ -47,12 +48,7 @@ def add_station_arguments(parser: argparse.ArgumentParser) -> None:
         dest="time_scale",
         help="simulated station: 0 = as fast as possible, 1 = real instrument time",
     )
-    g.add_argument(
-        "--sessions-dir",
-        default="sessions",
-        type=Path,
-        help="where session records go (default: ./sessions)",
-    )
+    add_sessions_dir_argument(g)
 
 
 def station_config(args: argparse.Namespace) -> StationConfig:

@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from labctl import plots
-from labctl.records.session import RecordError, Session, contained_path
+from labctl.commands.session_args import session_argument
+from labctl.records.session import RecordError, Session, contained_path, find_session
 from labctl.training.iris import summarise, train_folds
 from labctl.training.iris_record import METRICS, NullSink, RecordedRun, ReplaySource, flatten
 from labctl.training.neuron_record import EndOfRecord
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("session", type=Path, help="session directory")
+    session_argument(parser)
     parser.add_argument(
         "--out", type=Path, help="where the replay's plots go (default: SESSION/replay)"
     )
@@ -90,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
         from labctl.records.wire_replay import run as run_wire
 
         return run_wire(args, build_parser)
+    args.session = find_session(args.session, args.sessions_dir)
     session = Session.open(args.session)
     command = session.start.get("plan_name", "")
     if command != "train iris":

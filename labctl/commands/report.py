@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from labctl import plots
-from labctl.records.session import RecordError, Session, contained_path
+from labctl.commands.session_args import session_argument
+from labctl.records.session import RecordError, Session, contained_path, find_session
 from labctl.training.iris_record import RecordedRun
 
 IV_KEYS = dict.fromkeys(("current_a", "v_a", "v_b"), "number")
@@ -21,7 +22,7 @@ FD_SCAN_KEYS = dict.fromkeys(("di_a", "forward_cal", "swap", "swap_vs_model"), "
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("session", type=Path, help="session directory")
+    session_argument(parser)
     parser.add_argument("--out", type=Path, help="where the plots go (default: SESSION/report)")
 
 
@@ -38,7 +39,7 @@ def _analytic_dvdi(session: Session, run: RecordedRun, currents: np.ndarray):
     sim = session.start.get("config", {}).get("station", {}).get("simulation")
     if not sim:
         return None
-    from labctl.commands.lifecycle import recorded_station
+    from labctl.commands.session_args import recorded_station
     from labctl.station.oracle import Oracle
 
     where = f"{session.file}, line 1: start document: config.station.simulation"
@@ -64,6 +65,7 @@ def _analytic_dvdi(session: Session, run: RecordedRun, currents: np.ndarray):
 
 
 def run(args: argparse.Namespace) -> int:
+    args.session = find_session(args.session, args.sessions_dir)
     session = Session.open(args.session)
     if args.out is None:  # never write through a planted symlink out of the session
         contained_path(args.session, "report", f"{args.session}: report directory")

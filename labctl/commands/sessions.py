@@ -4,18 +4,13 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
+from labctl.commands.session_args import add_sessions_dir_argument
 from labctl.records.session import list_sessions
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--sessions-dir",
-        default="sessions",
-        type=Path,
-        help="where session records are (default: ./sessions)",
-    )
+    add_sessions_dir_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
