@@ -251,7 +251,8 @@ def _consume(session_dir: Path, out: Path) -> None:
     for stream in session.descriptors:
         session.events(stream, fill=True)
     try:
-        report_cmd.run(argparse.Namespace(session=session_dir, out=out))
+        report_cmd.run(argparse.Namespace(session=session_dir, out=out,
+                                          sessions_dir=session_dir.parent))
     except RecordError as err:
         if "no stream this report knows" not in str(err):
             raise

@@ -39,7 +39,7 @@ def _analytic_dvdi(session: Session, run: RecordedRun, currents: np.ndarray):
     sim = session.start.get("config", {}).get("station", {}).get("simulation")
     if not sim:
         return None
-    from labctl.commands.session_args import recorded_station
+    from labctl.commands.lifecycle import recorded_station
     from labctl.station.oracle import Oracle
 
     where = f"{session.file}, line 1: start document: config.station.simulation"

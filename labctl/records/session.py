@@ -914,12 +914,13 @@ def list_sessions(root: str | os.PathLike) -> list[SessionSummary]:
 
 
 def find_session(ref: str | os.PathLike, root: str | os.PathLike) -> Path:
-    """A session given as its directory, or as its id (a directory name under ``root``, the
-    sessions directory); RecordError naming both places if neither is a session."""
+    """A session given as its directory, or as its id (a directory name under ``root``,
+    the sessions directory). A path is returned as it is (opening it says what is wrong);
+    a bare id that names no session here nor under ``root`` is a RecordError naming both."""
     path = Path(ref)
-    if (path / DOCUMENTS).is_file():
+    if path.name != str(ref) or (path / DOCUMENTS).is_file():
         return path
-    by_id = Path(root) / str(ref)
-    if path.name == str(ref) and (by_id / DOCUMENTS).is_file():
+    by_id = Path(root) / path.name
+    if (by_id / DOCUMENTS).is_file():
         return by_id
     raise RecordError(f"{ref}: no session there, nor an id of one in {root}")
