@@ -13,6 +13,7 @@ Units: s, baud.
 from __future__ import annotations
 
 import socket
+import time
 from typing import Any
 
 import serial
@@ -38,6 +39,9 @@ class SerialTransport(TransportMixin, SerialAdapter):
     URL). Further keyword arguments go to ``serial.serial_for_url`` (bytesize, parity,
     ...). Terminators are ``\\n`` both ways.
     """
+
+    #: Time (s) the line stays closed when the link is closed to be reopened.
+    hangup_s = 0.1
 
     _io_errors = (serial.SerialException, OSError)
 
@@ -82,6 +86,9 @@ class SerialTransport(TransportMixin, SerialAdapter):
 
     def _close_link(self) -> None:
         self.connection.close()
+        # A hang-up the far end can see: a device (or a USB-serial bridge) needs a moment
+        # with the line closed before a reopen counts as a new connection.
+        time.sleep(self.hangup_s)
 
     def close(self) -> None:
         """Close the port (idempotent)."""
