@@ -51,10 +51,12 @@ class RawSweep:
 @dataclass
 class ShutdownReport:
     """What a safe shutdown confirmed: every output at 0 A and off, ADC disarmed, switch
-    open. ``problems`` names each instrument whose state could not be confirmed."""
+    open. ``problems`` names each instrument whose state could not be confirmed;
+    ``notes`` what went wrong on the way to a state that was then confirmed (a resync)."""
 
     confirmed: bool = True
     problems: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def add(self, problem: str) -> None:
         self.confirmed = False

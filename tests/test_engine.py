@@ -386,3 +386,16 @@ def test_tiny_compliance_from_the_station_file(tmp_path):
     assert_safe_state(world)
     assert_levels_in_envelope(st)
     assert_no_overbias(world, config)
+
+
+def test_a_shutdown_that_recovers_on_the_way_is_confirmed(station):
+    """A reply left unread on smu_a's link (as a late duplicate would be): the shutdown meets
+    it, resyncs, and the SMU then reads back off at 0 A: confirmed, the detour a note."""
+    Engine(station).execute(Sweep(3, [20e-6], [21e-6]))
+    smu = station.smu(station.wiring.pair(3).a.smu)
+    smu.adapter.write(":SOUR:CURR?")  # its answer stays in the input, unread
+    report = station.safe_shutdown()
+    assert report.confirmed, report.problems
+    assert report.problems == []
+    assert any(n.startswith("smu_a: ") and "unsolicited" in n for n in report.notes), report.notes
+    assert_safe_state(station.simulator.world)

@@ -92,10 +92,10 @@ def _exit_status(exc: BaseException | None) -> tuple[str, str]:
 
 def _shutdown_record(report: ShutdownReport | None, signals: list[str]) -> dict:
     if report is None:
-        return {"confirmed": True, "problems": [], "instruments": False,
+        return {"confirmed": True, "problems": [], "notes": [], "instruments": False,
                 "signals_held": signals}
     return {"confirmed": report.confirmed, "problems": list(report.problems),
-            "instruments": True, "signals_held": signals}
+            "notes": list(report.notes), "instruments": True, "signals_held": signals}
 
 
 @contextlib.contextmanager

@@ -239,36 +239,40 @@ class Station:
         report = ShutdownReport()
         step = self.wiring.min_ramp_step_a()
         for name in self.wiring.smu_instruments():
-            smu = self.instruments.get(name)
-            if smu is None:
-                report.add(f"{name}: not open ({self.failures.get(name, 'unknown')})")
-                continue
             # An interrupted sweep keeps the SMU busy until it ends: wait that long too.
             wait_s = (self.config.instruments[name].timeout_s
                       + max(0.0, self._busy_until - time.monotonic()))
-            try:
+
+            def off(smu, wait_s=wait_s):
                 with smu.adapter.timeout_scope(wait_s):
-                    r = smu.shutdown(ramp_step_a=step)
-                for problem in r.problems:
-                    report.add(f"{name}: {problem}")
-                if not r.confirmed and not r.problems:
-                    report.add(f"{name}: output state not confirmed")
-            except Exception as exc:  # noqa: BLE001 - shutdown must go on
-                report.add(f"{name}: {exc}")
-        for name, part in ((self.wiring.adc, self.adc), (self.wiring.switch, self.switch)):
-            if part is None:
-                report.add(f"{name}: not open ({self.failures.get(name, 'unknown')})")
-                continue
-            try:
-                r = part.shutdown()
-                for problem in r.problems:
-                    report.add(f"{name}: {problem}")
-            except Exception as exc:  # noqa: BLE001
-                report.add(f"{name}: {exc}")
+                    return smu.shutdown(ramp_step_a=step)
+
+            self._confirm(report, name, off)
+        for name in (self.wiring.adc, self.wiring.switch):
+            self._confirm(report, name, lambda part: part.shutdown())
         for p in report.problems:
             log.error("safe shutdown could not confirm, AN OUTPUT MAY STILL BE ON: %s", p)
         self._busy_until = 0.0
         return report
+
+    def _confirm(self, report: ShutdownReport, name: str, shutdown) -> None:
+        """``shutdown(instrument)`` of instrument ``name`` (a driver's SafeStateReport),
+        merged into ``report``: what it confirmed is confirmed, whatever went wrong on the
+        way; what it did not confirm is a problem."""
+        part = self.instruments.get(name)
+        if part is None:
+            report.add(f"{name}: not open ({self.failures.get(name, 'unknown')})")
+            return
+        try:
+            r = shutdown(part)
+        except Exception as exc:  # noqa: BLE001 - shutdown must go on
+            report.add(f"{name}: {exc}")
+            return
+        if r.confirmed:
+            report.notes.extend(f"{name}: {n}" for n in (*r.problems, *r.notes))
+        else:
+            for problem in r.problems or ["state not confirmed"]:
+                report.add(f"{name}: {problem}")
 
     def close(self, *, shutdown: bool = True) -> None:
         """Close every link (and stop the simulator); first a safe shutdown unless
