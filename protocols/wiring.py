@@ -104,14 +104,6 @@ class PairWiring:
         return (f"device A on {self.a.smu} via {self.a.switch_channel}, device B on "
                 f"{self.b.smu} via {self.b.switch_channel}, ADC input {self.adc_input}")
 
-    def bias_centre_a(self) -> float:
-        """Default bias current at zero pre-activation (A): 40 % of the current limit."""
-        return 0.4 * self.limits.max_current_a
-
-    def bias_scale_a(self) -> float:
-        """Default bias current per unit pre-activation (A): 20 % of the current limit."""
-        return 0.2 * self.limits.max_current_a
-
 
 @dataclass(frozen=True)
 class Wiring:
@@ -147,6 +139,12 @@ class Wiring:
     def max_current_a(self) -> float:
         """The smallest current limit of any pair (A): what a run over all pairs may use."""
         return min(p.limits.max_current_a for p in self.pairs.values())
+
+    def operating_point(self) -> tuple[float, float]:
+        """Default bias centre (at zero pre-activation) and scale (per unit of it), A: 40 %
+        and 20 % of :meth:`max_current_a`."""
+        limit = self.max_current_a()
+        return 0.4 * limit, 0.2 * limit
 
     def validate(self) -> None:
         """Refuse aliased wiring and limits outside the ratings (WiringError, naming why)."""

@@ -54,11 +54,6 @@ class SimSettings:
     drift_a_per_sqrt_s: float | None = None
     adc_noise_v: float | None = None
 
-    @classmethod
-    def from_record(cls, data: dict) -> SimSettings:
-        """Settings as a session records them (JSON: die_grid is a list)."""
-        return cls(**(data | {"die_grid": tuple(data["die_grid"])}))
-
     def variability_model(self) -> Variability:
         v = variability_preset(self.variability)
         from dataclasses import replace

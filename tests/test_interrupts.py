@@ -17,7 +17,6 @@ the sweep bounds how fast labctl can exit. Units: A, V, s.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import re
@@ -33,6 +32,7 @@ import numpy as np
 import pytest
 
 from instruments.transport import WireLog
+from labctl.bench.storm import child_env, default_sigint
 from labctl.records.session import list_sessions
 from labctl.station.file import load_station
 from labctl.station.runtime import open_station
@@ -67,29 +67,10 @@ def tcp_query(resource: str, command: str, timeout: float = 10.0) -> str:
         return stream.readline().decode().rstrip("\n")
 
 
-@contextlib.contextmanager
-def sigint_not_ignored():
-    """A process started here gets SIGINT's default disposition even if this one ignores
-    it (a background job): only then does Python turn SIGINT into KeyboardInterrupt."""
-    previous = signal.getsignal(signal.SIGINT)
-    if previous == signal.SIG_IGN:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        if previous == signal.SIG_IGN:
-            signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
-def child_env() -> dict[str, str]:
-    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
-    return {**os.environ, "PYTHONPATH": path}
-
-
 @pytest.fixture
 def served():
     """``simulators.serve`` in its own process; yields the resources it printed."""
-    with sigint_not_ignored():
+    with default_sigint():
         proc = subprocess.Popen(
             [sys.executable, "-m", "simulators.serve", "--seed", "1",
              "--time-scale", str(TIME_SCALE)],
@@ -139,7 +120,7 @@ def station_file(path: Path, resources: dict[str, str], adc: str, smu_timeout_s:
 
 
 def start_iv(station: Path, sessions: Path) -> subprocess.Popen:
-    with sigint_not_ignored():
+    with default_sigint():
         return subprocess.Popen(
             [sys.executable, "-m", "labctl.cli", "iv", "--pair", "2", "--points", str(POINTS),
              "--station", str(station), "--nplc", "1", "--sessions-dir", str(sessions)],
@@ -321,7 +302,7 @@ def test_after_kill9_mid_host_sweep_the_next_command_ramps_from_what_is_sourced(
     reads what they source and ramps from there, never jumping to 0 A."""
     station = station_file(tmp_path / "station.toml", served, "adc_socket")
     killed = tmp_path / "killed"
-    with sigint_not_ignored():
+    with default_sigint():
         proc = subprocess.Popen(
             [sys.executable, "-m", "labctl.cli", "iv", "--pair", "2", "--points", "401",
              "--mode", "host", "--station", str(station), "--sessions-dir", str(killed)],

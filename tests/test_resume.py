@@ -58,3 +58,23 @@ def test_a_training_ended_by_a_fault_resumes_on_the_station_file_reread(tmp_path
     assert len(session.starts) == 2  # the resumed run is a second segment of one record
     assert len(session.events("epoch")) >= epochs_before
     assert [e["fold"] for e in session.events("fold")] == [0, 1]
+
+
+def test_recorded_simulation_settings_are_held_to_the_station_files_bounds(tmp_path):
+    """A crafted start document's simulator settings (a wafer of 10^10 dies) are refused by
+    report and resume alike, naming the file and line, before any world is built."""
+    sessions = tmp_path / "s"
+    first = labctl("train", "iris", "--folds", 2, "--epochs", 2, "--json", "--no-progress",
+                   "--sessions-dir", sessions, cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    [path] = sessions.iterdir()
+    file = path / "documents.jsonl"
+    lines = file.read_text().splitlines()
+    name, start = json.loads(lines[0])
+    start["config"]["station"]["simulation"]["die_grid"] = [100000, 100000]
+    file.write_text("\n".join([json.dumps([name, start]), *lines[1:-1]]) + "\n")  # no stop
+    for command in (("report", path), ("train", "iris", "--resume", path)):
+        out = labctl(*command, "--sessions-dir", sessions, cwd=tmp_path)
+        assert out.returncode == 2, (command, out.stderr)
+        assert f"{file}, line 1: start document: config.station.simulation" in out.stderr
+        assert "die_grid: must be [columns, rows], each an integer 1..20" in out.stderr

@@ -72,7 +72,7 @@ def labctl_argv(*args: object) -> list[str]:
 
 
 @contextlib.contextmanager
-def _default_sigint() -> Iterator[None]:
+def default_sigint() -> Iterator[None]:
     """A child started here gets SIGINT's default disposition even if this process ignores
     it (a background job): only then does Python turn SIGINT into KeyboardInterrupt."""
     previous = signal.getsignal(signal.SIGINT)
@@ -87,14 +87,14 @@ def _default_sigint() -> Iterator[None]:
 
 def start_labctl(*args: object, cwd: Path) -> subprocess.Popen:
     """``labctl ARGS`` as a subprocess (stdout and stderr piped, text)."""
-    with _default_sigint():
+    with default_sigint():
         return subprocess.Popen(labctl_argv(*args), cwd=cwd, env=child_env(),
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def labctl(*args: object, cwd: Path, timeout: float = 120.0) -> subprocess.CompletedProcess:
     """Run ``labctl ARGS`` to the end (a hang raises ``subprocess.TimeoutExpired``)."""
-    with _default_sigint():
+    with default_sigint():
         return subprocess.run(labctl_argv(*args), cwd=cwd, env=child_env(),
                               capture_output=True, text=True, timeout=timeout, check=False)
 
@@ -117,7 +117,7 @@ def served(station_text: str, workdir: Path, timeout: float = 30.0) -> Iterator[
     workdir.mkdir(parents=True, exist_ok=True)
     source, client = workdir / "served.toml", workdir / "client.toml"
     source.write_text(station_text)
-    with _default_sigint():
+    with default_sigint():
         proc = subprocess.Popen(
             labctl_argv("sim", "serve", "--station", source, "--write-station", client),
             cwd=workdir, env=child_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,

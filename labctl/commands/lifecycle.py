@@ -14,18 +14,23 @@ import argparse
 import contextlib
 import sys
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from instruments.transport import InstrumentError
 from labctl.commands.session_args import add_sessions_dir_argument
 from labctl.commands.signals import shielded, signals_as_interrupt
-from labctl.records.session import Session, SessionWriter, data_key
-from labctl.station.file import StationConfig, StationFileError, load_station, parse_station
+from labctl.records.session import Session, SessionWriter, data_key, exit_status
+from labctl.station.file import (
+    StationConfig,
+    StationFileError,
+    load_station,
+    parse_station,
+    simulation_from_record,
+)
 from labctl.station.runtime import Station, open_station
 from protocols.preflight import DifferentialCheck
 from protocols.station import ShutdownReport
-from simulators.world import SimSettings
 
 
 def add_station_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,14 +85,6 @@ def report_problem(run: Run) -> int:
 
 class ShutdownNotConfirmed(InstrumentError):
     """The safe shutdown could not confirm every output off; names each instrument."""
-
-
-def _exit_status(exc: BaseException | None) -> tuple[str, str]:
-    if exc is None or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
-        return "success", ""
-    if isinstance(exc, KeyboardInterrupt):
-        return "abort", str(exc) or "SIGINT"
-    return "fail", f"{type(exc).__name__}: {exc}"
 
 
 def _shutdown_record(report: ShutdownReport | None, signals: list[str]) -> dict:
@@ -158,7 +155,7 @@ def instrument_session(
                 with shielded() as held:
                     if station is not None:
                         report = station.safe_shutdown()
-                    status, reason = _exit_status(failure)
+                    status, reason = exit_status(failure, interrupted="SIGINT")
                     if status == "success" and run.problem:
                         status, reason = "fail", run.problem
                     if report is not None and not report.confirmed and status == "success":
@@ -201,20 +198,17 @@ def recorded_station(session: Session) -> StationConfig:
     config = parse_station(text, f"{session.path} (recorded station file)")
     sim = start.get("config", {}).get("station", {}).get("simulation")
     if sim and config.simulation is not None:
-        from dataclasses import replace
-
-        config = replace(config, simulation=SimSettings.from_record(sim))
+        where = f"{session.file}, line 1: start document: config.station.simulation"
+        config = replace(config, simulation=simulation_from_record(sim, where))
     return config
 
 
 def station_changes(recorded: StationConfig, current: StationConfig) -> list[str]:
     """How ``current``'s wiring, limits and ratings differ from ``recorded``'s (empty: no
     change that matters to the devices)."""
-    changes = []
     r, c = recorded.wiring, current.wiring
-    for name in ("limits", "ratings", "trigger_master", "adc", "switch"):
-        if getattr(r, name) != getattr(c, name):
-            changes.append(f"{name}: {getattr(r, name)} -> {getattr(c, name)}")
+    changes = [f"{f.name}: {getattr(r, f.name)} -> {getattr(c, f.name)}" for f in fields(r)
+               if f.name not in ("pairs", "source") and getattr(r, f.name) != getattr(c, f.name)]
     for k in sorted(set(r.pairs) | set(c.pairs)):
         if r.pairs.get(k) != c.pairs.get(k):
             changes.append(f"pair {k}: {r.pairs.get(k)} -> {c.pairs.get(k)}")
@@ -232,11 +226,9 @@ def resume_station(args: argparse.Namespace, session: Session) -> StationConfig:
         return recorded
     current = load_station(path)
     if current.simulation is not None and recorded.simulation is not None:
-        from dataclasses import replace
-
         current = replace(current, simulation=recorded.simulation)  # the same devices
     changes = station_changes(recorded, current)
-    if changes and not getattr(args, "new_limits", False):
+    if changes and not args.new_limits:
         raise StationFileError(
             f"{path}: the station changed since {session.path.name} was recorded "
             f"({'; '.join(changes)}); resume with --new-limits to use the new ones"

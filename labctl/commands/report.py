@@ -40,28 +40,19 @@ def _analytic_dvdi(session: Session, run: RecordedRun, currents: np.ndarray):
     if not sim:
         return None
     from labctl.commands.lifecycle import recorded_station
+    from labctl.station.file import StationFileError
     from labctl.station.oracle import Oracle
 
-    where = f"{session.file}, line 1: start document: config.station.simulation"
-    grid = sim.get("die_grid")
-    pairs = sim.get("n_pairs")
-    if not (
-        isinstance(pairs, int)
-        and n <= pairs <= 10_000
-        and isinstance(grid, list)
-        and len(grid) == 2
-        and all(isinstance(g, int) and 1 <= g <= 64 for g in grid)
-    ):
-        raise RecordError(
-            f"{where}: n_pairs {pairs!r} (layer 1 has {n} neurons) or die_grid {grid!r} "
-            "is not a simulated station"
-        )
     try:
-        config = recorded_station(session)
-        oracle = Oracle.from_settings(config.simulation, config.wiring)
+        config = recorded_station(session)  # its errors name the file and line already
+    except StationFileError as err:
+        raise RecordError(str(err)) from None
+    try:
+        return Oracle.from_settings(config.simulation, config.wiring).dvdi(
+            list(range(1, n + 1)), currents)
     except (TypeError, ValueError, KeyError) as err:
+        where = f"{session.file}, line 1: start document: config.station"
         raise RecordError(f"{where}: {type(err).__name__}: {err}") from None
-    return oracle.dvdi(list(range(1, n + 1)), currents)
 
 
 def run(args: argparse.Namespace) -> int:

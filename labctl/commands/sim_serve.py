@@ -25,7 +25,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="write a station file with the served resources filled in")
 
 
-def client_station_text(text: str, resources: dict[str, str], instruments) -> str:
+def client_station_text(text: str, resources: dict[str, str]) -> str:
     """``text`` (a station file) with ``resource = ...`` set in every instrument table and the
     ``[simulation]`` tables removed: how a client reaches the served bench."""
     out: list[str] = []
@@ -40,7 +40,7 @@ def client_station_text(text: str, resources: dict[str, str], instruments) -> st
                 continue
             out.append(line)
             name = table.removeprefix("instruments.") if table.startswith("instruments.") else None
-            if name in instruments and name in resources:
+            if name in resources:
                 out.append(f'resource = "{resources[name]}"')
             continue
         if skipping:
@@ -76,7 +76,7 @@ def _serve(config, args: argparse.Namespace) -> int:
 
     def write(resources: dict[str, str]) -> None:
         args.write_station.write_text(
-            client_station_text(config.text, resources, config.instruments)
+            client_station_text(config.text, resources)
         )
 
     return sim_serve.serve(station, on_ready=write)

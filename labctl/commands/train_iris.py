@@ -109,9 +109,7 @@ def operating_point(args: argparse.Namespace, wiring) -> tuple[float, float]:
     if args.backend != "station":
         centre, scale = DEFAULTS.i_center, DEFAULTS.i_scale
     else:
-        pairs = [wiring.pair(k) for k in sorted(wiring.pairs)]
-        centre = min(p.bias_centre_a() for p in pairs)
-        scale = min(p.bias_scale_a() for p in pairs)
+        centre, scale = wiring.operating_point()
     return (
         args.i_center if args.i_center is not None else centre,
         args.i_scale if args.i_scale is not None else scale,

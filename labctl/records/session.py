@@ -205,6 +205,17 @@ class _Stream:
     count: int = 0
 
 
+def exit_status(exc: BaseException | None, interrupted: str = "KeyboardInterrupt"
+                ) -> tuple[str, str]:
+    """The stop document's (exit_status, reason) for a run that ended with ``exc`` (None:
+    normally); ``interrupted`` is the reason of a bare ``KeyboardInterrupt``."""
+    if exc is None or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
+        return "success", ""
+    if isinstance(exc, KeyboardInterrupt):
+        return "abort", str(exc) or interrupted
+    return "fail", f"{type(exc).__name__}: {exc}"
+
+
 class SessionWriter:
     """Writes one session. Use as a context manager so every way out ends with a stop document.
 
@@ -417,12 +428,7 @@ class SessionWriter:
     def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> bool:
         if self._file is None:
             return False
-        if exc is None or (isinstance(exc, SystemExit) and exc.code in (None, 0)):
-            status, reason = "success", ""
-        elif isinstance(exc, KeyboardInterrupt):
-            status, reason = "abort", str(exc) or "KeyboardInterrupt"
-        else:
-            status, reason = "fail", f"{type(exc).__name__}: {exc}"
+        status, reason = exit_status(exc)
         try:
             self.stop(status, reason)
         except Exception as err:

@@ -39,6 +39,7 @@ import math
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -264,6 +265,13 @@ def _limits(c: _Checker, data: dict, where: str, base: Limits) -> Limits:
     return Limits(**values)
 
 
+def _named(c: _Checker, name: str, key: str, instruments: dict) -> InstrumentConfig:
+    """The instrument a wiring key names; refused if [instruments] has none so named."""
+    if name not in instruments:
+        raise c.fail(key, f"names {name!r}, which is not in [instruments]")
+    return instruments[name]
+
+
 def _channel(c: _Checker, data: dict, key: str, where: str, instruments: dict,
              default: str | None = None) -> Channel:
     text = c.string(data, key, where, default)
@@ -271,9 +279,7 @@ def _channel(c: _Checker, data: dict, key: str, where: str, instruments: dict,
         ch = Channel.parse(text)
     except WiringError as exc:
         raise c.fail(f"{where}{key}", str(exc)) from None
-    inst = instruments.get(ch.instrument)
-    if inst is None:
-        raise c.fail(f"{where}{key}", f"names {ch.instrument!r}, which is not in [instruments]")
+    inst = _named(c, ch.instrument, f"{where}{key}", instruments)
     channels = DRIVER_CHANNELS[inst.driver]
     if not channels:
         raise c.fail(
@@ -295,9 +301,7 @@ def _role(c: _Checker, wiring: dict, key: str, driver: str, instruments: dict,
     if key not in wiring and not required:
         return None
     name = c.string(wiring, key, "[wiring] ")
-    if name not in instruments:
-        raise c.fail(f"[wiring] {key}", f"names {name!r}, which is not in [instruments]")
-    if instruments[name].driver != driver:
+    if _named(c, name, f"[wiring] {key}", instruments).driver != driver:
         raise c.fail(
             f"[wiring] {key}", f"{name!r} has driver {instruments[name].driver!r}, needs {driver!r}"
         )
@@ -469,6 +473,16 @@ def _simulation(c: _Checker, s: dict) -> tuple[SimSettings, Miswiring, dict[str,
         except ValueError as exc:
             raise c.fail(f"[simulation.faults.{name}]", str(exc)) from None
     return sim, Miswiring(**mis), faults
+
+
+def simulation_from_record(data: Any, source: str) -> SimSettings:
+    """Simulation settings as a session's start document records them (SimSettings' fields),
+    held to the same bounds as a station file's ``[simulation]`` table; ``source`` names
+    where they were read in every error."""
+    if not isinstance(data, dict):
+        raise StationFileError(f"{source}: must be a table, got {data!r}")
+    sim, _, _ = _simulation(_Checker(source), {k: v for k, v in data.items() if v is not None})
+    return sim
 
 
 def parse_station(text: str, source: str) -> StationConfig:
