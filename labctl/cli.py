@@ -19,10 +19,13 @@ COMMANDS = [
     (("train", "iris"), "labctl.commands.train_iris", "device-in-the-loop training on Iris"),
     (("simulate", "mnist"), "labctl.commands.simulate_mnist", "four hidden MTJ layers on MNIST"),
     (("sessions", "list"), "labctl.commands.sessions", "list recorded sessions"),
+    (("sessions", "prune"), "labctl.commands.sessions_prune",
+     "remove sessions by age, status or size (a dry run unless --yes)"),
     (("replay",), "labctl.commands.replay", "replay a recorded session offline"),
     (("report",), "labctl.commands.report", "plots of a recorded session"),
     (("bench",), "labctl.commands.bench", "benchmarks (not part of the test suite)"),
     (("sim", "serve"), "labctl.commands.sim_serve", "serve a simulated bench on loopback"),
+    (("sweep",), "labctl.commands.sweep", "grids of runs over seeds and settings; report"),
 ]
 
 

@@ -86,7 +86,8 @@ def documents(session: Path) -> list[tuple[str, dict]]:
 
 
 def stream_events(docs: list[tuple[str, dict]], stream: str) -> list[dict]:
-    uids = {d["uid"] for n, d in docs if n == "descriptor" and d["name"] == stream}
+    uids = {d["uid"] for n, d in docs
+            if n == "descriptor" and d.get("labctl_stream", d["name"]) == stream}
     return [d["data"] for n, d in docs if n == "event" and d["descriptor"] in uids]
 
 
@@ -616,7 +617,8 @@ def test_resume_completes_the_killed_session(killed):
     assert len(keys) == len(set(keys)) == FOLDS * EPOCHS, sorted(keys)
     assert set(keys) == {(f, e) for f in range(FOLDS) for e in range(EPOCHS)}
     assert sorted(e["fold"] for e in stream_events(docs, "fold")) == list(range(FOLDS))
-    epoch_uid = next(d["uid"] for n, d in docs if n == "descriptor" and d["name"] == "epoch")
+    epoch_uid = next(d["uid"] for n, d in docs
+                     if n == "descriptor" and d.get("labctl_stream") == "epoch")
     seq = [d["seq_num"] for n, d in docs if n == "event" and d["descriptor"] == epoch_uid]
     assert seq == list(range(1, FOLDS * EPOCHS + 1))  # the stream continues, no gap or repeat
 
@@ -639,7 +641,8 @@ def _dvdi_error(session: Path, key: tuple[int, int]) -> float:
     event = next(e for e in stream_events(docs, "epoch") if (e["fold"], e["epoch"]) == key)
     datum = next(d for n, d in docs if n == "datum" and d["datum_id"] == event["measurements"])
     resource = next(d for n, d in docs if n == "resource" and d["uid"] == datum["resource"])
-    block = np.load(session / resource["resource_path"])[0]
+    index = datum["datum_kwargs"]["index"]
+    block = np.load(session / f"{resource['resource_path']}_{index}.npy")[0]
     idx = np.arange(block.shape[1])
     analytic = dvdi(world.chip.params.take((idx, np.zeros_like(idx))), block[..., 0])
     return float(np.median(np.abs(block[..., 2] / analytic - 1)))

@@ -31,6 +31,7 @@ from labctl.commands.replay import replay_training
 from labctl.records.session import (
     FORMAT_VERSION,
     NpyFileHandler,
+    NpySeqHandler,
     RecordError,
     Session,
     SessionWriter,
@@ -117,20 +118,51 @@ def validate_event_model(session: Path) -> list[tuple[str, dict]]:
 
 
 # -- 1. checksums ------------------------------------------------------------------------
-def test_every_array_resource_carries_the_sha256_of_its_file(recorded):
+def test_every_array_datum_carries_the_sha256_of_its_file(recorded):
     session = recorded["train"]
     docs = validate_event_model(session)
-    resources = [doc for name, doc in docs if name == "resource"]
-    assert len(resources) == 2 * 2 * 2 + 2  # weights + measurements per epoch, fold weights
-    for res in resources:
-        data = (session / res["resource_path"]).read_bytes()
-        assert res["resource_kwargs"]["sha256"] == hashlib.sha256(data).hexdigest()
+    resources = {doc["uid"]: doc for name, doc in docs if name == "resource"}
+    datums = [doc for name, doc in docs if name == "datum"]
+    # one NPY_SEQ resource per array key (weights, measurements, final weights)
+    assert sorted(r["resource_path"] for r in resources.values()) == [
+        "arrays/epoch-measurements", "arrays/epoch-weights", "arrays/fold-final_weights"]
+    assert {r["spec"] for r in resources.values()} == {"NPY_SEQ"}
+    assert len(datums) == 2 * 2 * 2 + 2  # weights + measurements per epoch, fold weights
+    for datum in datums:
+        kwargs = datum["datum_kwargs"]
+        path = f"{resources[datum['resource']]['resource_path']}_{kwargs['index']}.npy"
+        assert kwargs["sha256"] == hashlib.sha256((session / path).read_bytes()).hexdigest()
     assert docs[0][1]["labctl_format"] == FORMAT_VERSION
+
+
+def to_npy_file_layout(session: Path, fmt: int) -> None:
+    """Rewrite a session the way formats 1 and 2 recorded it: a descriptor under its own
+    name, one NPY_FILE resource per array file (format 2: with its SHA-256)."""
+    out, sequences = [], {}
+    for name, doc in lines_of(session):
+        if name == "start":
+            doc["labctl_format"] = fmt
+        if name == "descriptor" and "labctl_stream" in doc:
+            doc["name"] = doc.pop("labctl_stream")
+        if name == "resource":
+            sequences[doc["uid"]] = doc
+            continue
+        if name == "datum":
+            res, kwargs = sequences[doc["resource"]], doc["datum_kwargs"]
+            uid = f"{res['uid']}-{kwargs['index']}"
+            checksum = {"sha256": kwargs["sha256"]} if fmt >= 2 else {}
+            out.append(["resource", {**res, "uid": uid, "spec": "NPY_FILE",
+                                     "resource_path": f"{res['resource_path']}_"
+                                                      f"{kwargs['index']}.npy",
+                                     "resource_kwargs": checksum}])
+            doc = {"datum_id": doc["datum_id"], "resource": uid, "datum_kwargs": {}}
+        out.append([name, doc])
+    write_lines(session, out)
 
 
 def test_a_corrupted_array_is_refused_naming_session_file_and_checksum(recorded, tmp_path):
     session = copy_session(recorded["train"], tmp_path / "s")
-    target = session / "arrays" / "measurements-f1-1.npy"
+    target = session / "arrays" / "epoch-measurements_3.npy"  # fold 1, epoch 1
     data = bytearray(target.read_bytes())
     data[-1] ^= 0x01  # one bit of the last value: np.load alone would never notice
     target.write_bytes(bytes(data))
@@ -139,17 +171,20 @@ def test_a_corrupted_array_is_refused_naming_session_file_and_checksum(recorded,
     with pytest.raises(RecordError) as info:
         run.measurements(1, 1)
     message = str(info.value)
-    assert str(session) in message and "arrays/measurements-f1-1.npy" in message
+    assert str(session) in message and "arrays/epoch-measurements_3.npy" in message
     assert "checksum mismatch" in message
     run.measurements(0, 0)  # the others are fine
     for command in (["report", session], ["replay", session]):
         err = refused(labctl(*command, cwd=tmp_path))
-        assert "checksum mismatch" in err and "measurements-f1-1.npy" in err, err
+        assert "checksum mismatch" in err and "epoch-measurements_3.npy" in err, err
     # Bluesky's Filler, through the documented handler, refuses it too.
-    res = next(d for n, d in read_documents(session)
-               if n == "resource" and d["resource_path"].endswith("measurements-f1-1.npy"))
+    docs = list(read_documents(session))
+    res = next(d for n, d in docs if n == "resource"
+               and d["resource_path"] == "arrays/epoch-measurements")
+    datum = next(d for n, d in docs if n == "datum" and d["resource"] == res["uid"]
+                 and d["datum_kwargs"]["index"] == 3)
     with pytest.raises(RecordError, match="checksum mismatch"):
-        NpyFileHandler(str(target), **res["resource_kwargs"])()
+        NpySeqHandler(str(session / res["resource_path"]))(**datum["datum_kwargs"])
 
 
 def test_resuming_an_interrupted_session_refuses_a_corrupted_array(recorded, tmp_path):
@@ -158,33 +193,30 @@ def test_resuming_an_interrupted_session_refuses_a_corrupted_array(recorded, tmp
     cut = 1 + next(i for i, (name, doc) in enumerate(docs) if name == "event"
                    and doc["data"].get("fold") == 1 and doc["data"].get("epoch") == 0)
     write_lines(session, docs[:cut])  # killed in fold 1, after its first epoch
-    target = session / "arrays" / "measurements-f1-0.npy"
+    target = session / "arrays" / "epoch-measurements_2.npy"  # fold 1, epoch 0
     data = bytearray(target.read_bytes())
     data[-3] ^= 0x10
     target.write_bytes(bytes(data))
     with pytest.raises(RecordError, match="checksum mismatch"):
         Session(session).verify_arrays()
     err = refused(labctl("train", "iris", "--resume", session, cwd=tmp_path))
-    assert "checksum mismatch" in err and "measurements-f1-0.npy" in err, err
+    assert "checksum mismatch" in err and "epoch-measurements_2.npy" in err, err
     new = [d for d in lines_of(session)[cut:] if d[0] == "event"]
     assert new == []  # nothing trained on top of the corrupted record
 
 
-def test_sessions_without_checksums_still_load_and_format_2_requires_them(recorded, tmp_path):
-    old = copy_session(recorded["train"], tmp_path / "old")
-
-    def to_format_1(name, doc):
-        if name == "start":
-            doc["labctl_format"] = 1
-        if name == "resource":
-            doc["resource_kwargs"] = {}
-
-    edit(old, to_format_1)
-    run = RecordedRun(Session(old))
-    assert run.measurements(1, 1).shape[-1] == 3
-    assert replay_training(Session(old))["metrics_identical"]
+def test_sessions_of_formats_1_and_2_still_load_and_format_2_requires_checksums(
+        recorded, tmp_path):
+    for fmt in (1, 2):
+        old = copy_session(recorded["train"], tmp_path / f"old{fmt}")
+        to_npy_file_layout(old, fmt)
+        run = RecordedRun(Session(old))
+        np.testing.assert_array_equal(run.measurements(1, 1),
+                                      RecordedRun(Session(recorded["train"])).measurements(1, 1))
+        assert replay_training(Session(old))["metrics_identical"]
 
     stripped = copy_session(recorded["train"], tmp_path / "stripped")
+    to_npy_file_layout(stripped, 2)
     edit(stripped, lambda name, doc: name == "resource" and doc["resource_kwargs"].clear())
     lineno = 1 + next(i for i, (n, _) in enumerate(lines_of(stripped)) if n == "resource")
     with pytest.raises(RecordError) as info:
@@ -552,7 +584,8 @@ def _runs(session: Path) -> list[list[tuple[str, dict]]]:
         runs.append([])
         return [collect], []
 
-    router = RunRouter([factory], handler_registry={"NPY_FILE": NpyFileHandler},
+    router = RunRouter([factory], handler_registry={"NPY_FILE": NpyFileHandler,
+                                                    "NPY_SEQ": NpySeqHandler},
                        fill_or_fail=True)
     for name, doc in read_documents(session):
         router(name, doc)
@@ -565,7 +598,7 @@ def test_a_session_ended_by_abort_continues_as_a_linked_run_segment(tmp_path):
                                  {"numpy": 1}) as w:
         d = w.descriptor("epoch", KEYS)
         for i in range(3):
-            w.event(d, {"i": i, "w": w.array("w", np.full(3, float(i)))})
+            w.event(d, {"i": i, "w": np.full(3, float(i))})
         raise KeyboardInterrupt("SIGTERM")
     path = w.path
     assert Session(path).stop["exit_status"] == "abort" and Session(path).resumable
@@ -575,7 +608,7 @@ def test_a_session_ended_by_abort_continues_as_a_linked_run_segment(tmp_path):
     assert set(w2.stream_uids()) == {"epoch"}
     with pytest.raises(RuntimeError), w2:
         for i in range(3, 5):
-            w2.event(w2.stream_uids()["epoch"], {"i": i, "w": w2.array("w", np.full(3, i))})
+            w2.event(w2.stream_uids()["epoch"], {"i": i, "w": np.full(3, i)})
         raise RuntimeError("compliance")
     s = Session(path)
     assert [st["exit_status"] for st in s.stops] == ["abort", "fail"]
@@ -586,22 +619,25 @@ def test_a_session_ended_by_abort_continues_as_a_linked_run_segment(tmp_path):
     assert [e["i"] for e in s.events("epoch")] == [0, 1, 2, 3, 4]
     filled = s.events("epoch", fill=True)
     assert [float(e["w"][0]) for e in filled] == [0, 1, 2, 3, 4]
-    assert sorted(p.name for p in (path / "arrays").iterdir()) == [f"w-{i}.npy" for i in range(5)]
+    assert sorted(p.name for p in (path / "arrays").iterdir()) == sorted(
+        [*(f"epoch-w_{i}.npy" for i in range(3)), "epoch-w-s1_0.npy", "epoch-w-s1_1.npy"])
     assert s.stops[1]["num_events"] == {"epoch": 2}
 
     # Killed during a third segment: reopen continues that segment in place.
     w3 = SessionWriter.reopen(path)
-    w3.event(w3.stream_uids()["epoch"], {"i": 5, "w": w3.array("w", np.zeros(3))})
+    w3.event(w3.stream_uids()["epoch"], {"i": 5, "w": np.zeros(3)})
     w3._file.close()  # as if killed: no stop
     s = Session(path)
     assert s.stop is None and s.resumable and len(s.starts) == 3
     w4 = SessionWriter.reopen(path)
     assert w4.segment == 2 and w4.stream_uids() == w3.stream_uids()
-    w4.event(w4.stream_uids()["epoch"], {"i": 6, "w": w4.array("w", np.ones(3))})
+    w4.event(w4.stream_uids()["epoch"], {"i": 6, "w": np.ones(3)})
     w4.stop("success", summary={"accuracy": 0.9})
     s = Session(path)
     assert s.stop["exit_status"] == "success" and not s.resumable
     assert [e["i"] for e in s.events("epoch")] == list(range(7))
+    assert {p.name for p in (path / "arrays").iterdir()} >= {"epoch-w-s2_0.npy",
+                                                             "epoch-w-s2_1.npy"}
     assert s.stops[-1]["num_events"] == {"epoch": 2}
     [summary] = list_sessions(tmp_path)
     assert summary.status == "success" and summary.headline == "accuracy=0.900"
@@ -618,7 +654,7 @@ def test_a_session_ended_by_abort_continues_as_a_linked_run_segment(tmp_path):
         assert all(d["run_start"] == start_uid for n, d in run if n in ("descriptor", "stop"))
         assert all(d["descriptor"] in descriptors for n, d in run if n == "event")
     filled_by_router = [e["data"]["w"] for run in runs for n, e in run if n == "event"]
-    assert [type(w) for w in filled_by_router] == [np.ndarray] * 7  # through NpyFileHandler
+    assert [type(w) for w in filled_by_router] == [np.ndarray] * 7  # through NpySeqHandler
     assert [float(w[0]) for w in filled_by_router] == [0, 1, 2, 3, 4, 0, 1]
 
 

@@ -19,7 +19,7 @@ from event_model import DocumentNames, Filler, schema_validators
 
 from labctl.records.session import (
     FORMAT_VERSION,
-    NpyFileHandler,
+    NpySeqHandler,
     RecordError,
     Session,
     SessionWriter,
@@ -53,7 +53,7 @@ def write_training_session(root: Path, epochs: int = 3) -> Path:
         for epoch in range(epochs):
             session.event(train, {"epoch": epoch, "loss": np.float32(1.0 / (epoch + 1))})
             weights = np.arange(12.0).reshape(4, 3) * epoch
-            session.event(snapshots, {"weights": session.array("weights", weights)})
+            session.event(snapshots, {"weights": weights})
         session.stop("success", summary={"accuracy": np.float64(0.96), "epochs": epochs})
     return session.path
 
@@ -71,7 +71,9 @@ def test_every_document_validates_against_event_model(tmp_path):
         schema_validators[DocumentNames[name]].validate(doc)
     names = [name for name, _ in docs]
     assert names[0] == "start" and names[-1] == "stop"
-    assert names.count("event") == 6 and names.count("resource") == names.count("datum") == 3
+    # one NPY_SEQ resource for the array key, a datum per event
+    assert names.count("event") == 6 and names.count("resource") == 1
+    assert names.count("datum") == 3
 
     start, stop = docs[0][1], docs[-1][1]
     assert start["plan_name"] == "train iris" and start["labctl_format"] == FORMAT_VERSION
@@ -112,10 +114,10 @@ def test_arrays_round_trip_via_resource_and_datum(tmp_path):
     filled = session.events("weights", fill=True)
     np.testing.assert_array_equal(filled[2]["weights"], np.arange(12.0).reshape(4, 3) * 2)
     assert sorted(p.name for p in (path / "arrays").iterdir()) == [
-        "weights-0.npy", "weights-1.npy", "weights-2.npy"]
+        "weights-weights_0.npy", "weights-weights_1.npy", "weights-weights_2.npy"]
 
     # Bluesky's own Filler loads them too, through the documented handler.
-    with Filler({"NPY_FILE": NpyFileHandler}, inplace=False) as filler:
+    with Filler({"NPY_SEQ": NpySeqHandler}, inplace=False) as filler:
         events = [filler(name, doc)[1] for name, doc in read_documents(path)]
     arrays = [e["data"]["weights"] for e in events if "weights" in e.get("data", {})]
     np.testing.assert_array_equal(arrays[1], np.arange(12.0).reshape(4, 3))
@@ -247,8 +249,10 @@ def test_writer_refuses_what_would_make_an_unreadable_session(tmp_path):
             w.descriptor("bad", {"x": {"dtype": "number"}})
         with pytest.raises(ValueError, match="'.'"):
             w.stop(summary={"val.acc": 0.9})
+        bad = w.descriptor("../escape", {"x": {"dtype": "array", "shape": [2], "source": "t",
+                                               "external": "FILESTORE:"}})
         with pytest.raises(ValueError, match="file name"):
-            w.array("../escape", np.zeros(2))
+            w.event(bad, {"x": np.zeros(2)})
     with pytest.raises(TypeError, match="object"):
         SessionWriter.create(tmp_path / "other", "x", [], {"thing": object()}, {})
     assert not (tmp_path / "other").exists() or not any((tmp_path / "other").iterdir())

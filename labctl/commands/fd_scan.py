@@ -75,7 +75,8 @@ def run(args: argparse.Namespace) -> int:
         "nplc": args.nplc,
     }
     rows = []
-    with instrument_session(args, "fd-scan", config, seeds={}, station_cfg=station_cfg) as run_:
+    with instrument_session(args, "fd-scan", config, seeds={}, station_cfg=station_cfg,
+                            dimension="di_a") as run_:
         station, writer = run_.station, run_.writer
         engine = Engine(station, nplc=args.nplc)
         checks = check_pairs(engine, [station_cfg.pair(args.pair)], min(steps))
@@ -109,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         noise_v = float(np.std(repeat.dvdi[:, 0]) * steps[0])
         v2 = float(np.median(np.abs(np.interp(test_i, fine_i, curvature))))
         theory = optimal_step(max(noise_v, 1e-12), max(v2, 1e-3))
-        stream = writer.stream("fd_scan", {
+        stream = writer.stream("fd_scan", primary=True, data_keys={
             k: data_key("fd-scan", units=u)
             for k, u in (("di_a", "A"), ("forward_raw", ""), ("forward_cal", ""), ("swap", ""),
                          ("swap_vs_model", ""), ("forward_bias", ""))
@@ -150,6 +151,8 @@ def run(args: argparse.Namespace) -> int:
             swap_error=best["swap"],
             theory_di_a=theory,
         )
+        run_.headline = (f"pair {args.pair}: recommended dI {best['di_a']:.3g} A "
+                         f"(swap error {best['swap']:.2%}; theory {theory:.3g} A)")
     print(f"pair {args.pair}: derivative error (median |rel|) against the fine-sweep reference")
     print(
         f"{'dI (A)':>10} {'fwd raw':>9} {'fwd bias':>9} {'fwd cal':>9} {'swap':>9}"

@@ -54,14 +54,15 @@ def run(args: argparse.Namespace) -> int:
         "nplc": args.nplc,
         "mode": args.mode,
     }
-    with instrument_session(args, "iv", config, seeds={}, station_cfg=station_cfg) as run:
+    with instrument_session(args, "iv", config, seeds={}, station_cfg=station_cfg,
+                            dimension="current_a") as run:
         station, writer = run.station, run.writer
         i_max = args.i_max if args.i_max is not None else limits.max_current_a
         currents = np.linspace(-i_max, i_max, args.points)
         engine = Engine(station, mode=args.mode, nplc=args.nplc)
         result = engine.run(iv_sweep(args.pair, currents))
         pair = station.wiring.pair(args.pair)
-        stream = writer.stream("iv", {
+        stream = writer.stream("iv", primary=True, data_keys={
             "current_a": data_key(str(pair.a.smu), units="A"),
             "v_a": data_key(str(pair.a.smu), units="V"),
             "v_b": data_key(str(pair.b.smu), units="V"),
@@ -101,6 +102,9 @@ def run(args: argparse.Namespace) -> int:
         suspects = suspect_devices(pair, currents, result, station.wiring.ratings)
         run.summary.update(pair=args.pair, points=len(currents), compliance_hits=n_comp,
                            overrange_hits=n_over, suspect_devices=suspects)
+        run.headline = (f"pair {args.pair}: {len(currents)} points, {n_comp} in compliance, "
+                        f"{n_over} overrange" + (f"; suspect: {', '.join(suspects)}"
+                                                 if suspects else ""))
         if n_over or suspects:
             run.problem = "; ".join(
                 ([f"{n_over} ADC overrange(s)"] if n_over else []) + suspects)

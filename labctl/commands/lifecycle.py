@@ -72,6 +72,8 @@ class Run:
     #: Set when the command ran to its end but its result is not good (flagged data, a
     #: target not reached): the stop document then says ``fail`` with this reason.
     problem: str = ""
+    #: The result in one readable line, for ``labctl sessions list``.
+    headline: str = ""
 
 
 def report_problem(run: Run) -> int:
@@ -105,11 +107,16 @@ def instrument_session(
     need_station: bool = True,
     station_cfg: StationConfig | None = None,
     resume: Session | None = None,
+    dimension: str | None = None,
+    report_failures: bool = False,
 ) -> Iterator[Run]:
     """Open the station (unless not needed) and a session record for one command.
 
     ``resume``: continue that session (a new segment of its record) instead of starting
-    one. On the way out every output is brought to zero and off first (no signal can cut
+    one. ``dimension``: the data key the command's primary stream is plotted against.
+    ``report_failures``: instruments that could not be opened are the command's to report
+    (``run.station.failures``), instead of ending the run with the first. On
+    the way out every output is brought to zero and off first (no signal can cut
     that short), then the stop document is written: ``success`` with ``run.summary``, or
     ``fail``/``abort`` with the reason, and what the shutdown confirmed. An exception
     leaving the block carries the session's path as ``labctl_session``. If the shutdown
@@ -135,6 +142,7 @@ def instrument_session(
                     seeds,
                     instruments=snapshot,
                     station_file_text=station_cfg.text,
+                    dimension=dimension,
                 )
             else:
                 writer = SessionWriter.reopen(resume.path, argv=sys.argv[1:],
@@ -144,7 +152,7 @@ def instrument_session(
             run = Run(station, writer)
             failure: BaseException | None = None
             try:
-                if station is not None and station.failures:
+                if station is not None and station.failures and not report_failures:
                     raise next(iter(station.failures.values()))
                 yield run
             except BaseException as exc:
@@ -161,7 +169,8 @@ def instrument_session(
                     if report is not None and not report.confirmed and status == "success":
                         status, reason = "fail", "safe shutdown not confirmed"
                     writer.stop(status, reason, summary=run.summary,
-                                shutdown=_shutdown_record(report, held))
+                                shutdown=_shutdown_record(report, held),
+                                headline=run.headline)
         finally:
             if station is not None:
                 station.close(shutdown=report is None or not report.confirmed)

@@ -188,8 +188,10 @@ def _progress(args, settings: IrisSettings):
 def _train_one(args, grad: str, out: dict) -> dict:
     """One cross-validated run (a session); returns its summary."""
     config = station_config(args)
+    # Real devices have no preset: record none rather than a default that would read as theirs.
     variability = args.variability or (
-        config.simulation.variability if config.simulation else "nominal"
+        config.simulation.variability if config.simulation
+        else "nominal" if args.backend == "model" else None
     )
     settings = settings_from(args, grad, variability, operating_point(args, config.wiring))
     limit = config.wiring.max_current_a()
@@ -202,7 +204,8 @@ def _train_one(args, grad: str, out: dict) -> dict:
     cfg = {"command": "train iris", "settings": settings.as_dict(), "max_current_a": limit}
     on_station = settings.backend == "station"
     with instrument_session(
-        args, "train iris", cfg, seeds, need_station=on_station, station_cfg=config
+        args, "train iris", cfg, seeds, need_station=on_station, station_cfg=config,
+        dimension="epoch",
     ) as run:
         engine = Engine(run.station, nplc=settings.nplc) if on_station else None
         if engine is not None:
@@ -212,6 +215,7 @@ def _train_one(args, grad: str, out: dict) -> dict:
         results = train_folds(settings, limit, source, sink, progress=_progress(args, settings))
         summary = summarise(results) | {"grad": grad, "session": run.writer.path.name}
         run.summary.update({k: v for k, v in summary.items() if k != "session"})
+        run.headline = iris_headline(summary, settings)
         _plots(run.writer.path, results, source, settings, run.station)
     out[grad] = summary
     return summary
@@ -289,8 +293,16 @@ def _resume(args) -> int:
                                recorded=set(recorded.epochs))
         summary = summarise(sorted(results, key=lambda r: r.fold)) | {"grad": settings.grad}
         run.summary.update(summary)
+        run.headline = iris_headline(summary, settings)
     _print_summary(args, {settings.grad: summary | {"session": args.resume.name}})
     return 0
+
+
+def iris_headline(summary: dict, settings) -> str:
+    """One line of a training's result: MTJ and tanh accuracy over the folds."""
+    return (f"MTJ {summary['accuracy']:.2%} +- {summary['accuracy_std']:.2%}, tanh "
+            f"{summary['tanh_accuracy']:.2%} ({settings.folds} folds, {summary['grad']}, "
+            f"{settings.backend})")
 
 
 def _print_summary(args, summaries: dict) -> None:

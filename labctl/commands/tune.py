@@ -108,11 +108,12 @@ def run(args: argparse.Namespace) -> int:
         "nplc": args.nplc,
         "mode": args.mode,
     }
-    with instrument_session(args, "tune", config, seeds={}, station_cfg=station_cfg) as run_:
+    with instrument_session(args, "tune", config, seeds={}, station_cfg=station_cfg,
+                            dimension="iteration") as run_:
         station, writer = run_.station, run_.writer
-        tuning = writer.stream(
-            "tuning", {k: data_key("labctl.tune", dtype, unit) for k, dtype, unit in TUNING_KEYS}
-        )
+        tuning = writer.stream("tuning", primary=True, data_keys={
+            k: data_key("labctl.tune", dtype, unit) for k, dtype, unit in TUNING_KEYS
+        })
 
         def record(checkpoint: Checkpoint) -> None:
             if checkpoint.label == "tuning":
@@ -162,10 +163,12 @@ def run(args: argparse.Namespace) -> int:
             verified_ok=ok,
             **({"simulator_i_off_a": true_i_off} if true_i_off else {}),
         )
+        run_.headline = f"pair {args.pair}: I_off tuned to {args.i_off:.3g} A"
         if not ok:
             why = result.reason if not result.success else "verification outside the tolerance"
             where = station_cfg.pair(args.pair).describe()
             run_.problem = f"pair {args.pair} not tuned ({where}): {why}"
+            run_.headline = f"pair {args.pair}: not tuned to {args.i_off:.3g} A: {why}"
     print(
         f"pair {args.pair}: target I_off {_ua(args.i_off)}, tolerance {_ua(args.tolerance)} "
         f"({station.config.name})"

@@ -60,6 +60,7 @@ read, ``{"t": 0.031, "rb": "AAECAw=="}`` bytes read, base64-encoded.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import hashlib
 import importlib.metadata
 import io
@@ -69,22 +70,25 @@ import platform
 import re
 import secrets
 import socket
+import stat
 import time
 import uuid
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-FORMAT_VERSION = 2  # 2: array checksums, run segments (see the module docstring)
+from labctl.records import bluesky
+
+FORMAT_VERSION = 3  # 2: array checksums, run segments; 3: NPY_SEQ arrays, Bluesky fields
+NPY_SEQ = "NPY_SEQ"  # one resource per stream's data key; a file per event: <path>_<n>.npy
 DOCUMENTS = "documents.jsonl"
 EXIT_STATUSES = ("success", "abort", "fail")
 RESUMABLE_STATUSES = ("abort", "fail")
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*\Z")
-_ARRAY_FILE = re.compile(r"(.+)-(\d+)\.npy\Z")
 _SHA256 = re.compile(r"[0-9a-f]{64}\Z")
 DTYPES = ("string", "number", "array", "boolean", "integer")
 
@@ -203,6 +207,59 @@ class _Stream:
     keys: frozenset[str]
     external: tuple[str, ...]
     count: int = 0
+    data_keys: dict = field(default_factory=dict)  # as declared (shapes filled in)
+    #: The descriptor document while it waits for its first event (its shapes open).
+    pending: dict | None = None
+
+
+PRIMARY = "primary"  # Bluesky's name for a run's main stream
+
+
+def stream_name(descriptor: dict) -> str:
+    """The stream name labctl reads a descriptor under: a command's main stream is named
+    ``primary`` for Bluesky and keeps its own name as ``labctl_stream``."""
+    return descriptor.get("labctl_stream") or descriptor["name"]
+
+
+def _open_locked(file: Path, mode: str) -> Any:
+    """``file`` opened unbuffered for writing, holding an exclusive lock on it for as long
+    as it is open: no two writers append to one session, and :func:`is_being_written`
+    tells a running session from one that was killed (the kernel drops a dead process's
+    lock)."""
+    f = open(file, mode, buffering=0)
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise RecordError(f"{file.parent}: the session is being written by another "
+                          "process") from None
+    return f
+
+
+def is_being_written(session_dir: str | os.PathLike) -> bool:
+    """True while some process has the session open for writing (see :func:`_open_locked`)."""
+    try:
+        with open(Path(session_dir) / DOCUMENTS, "rb") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            return False
+    except OSError:
+        return False
+
+
+def _dimension(start: dict) -> str | None:
+    """The primary stream's dimension a start document's hints name, if any."""
+    try:
+        return str(start["hints"]["dimensions"][0][0][0])
+    except (KeyError, IndexError, TypeError):
+        return None
+
+
+def _environment() -> dict:
+    return {"python": platform.python_version(), "numpy": np.__version__,
+            "platform": platform.platform(), "host": socket.gethostname()}
 
 
 def exit_status(exc: BaseException | None, interrupted: str = "KeyboardInterrupt"
@@ -233,23 +290,28 @@ class SessionWriter:
         self.resumed_from: str | None = None  # start uid of the run a new segment continues
         self._file = file
         self._streams: dict[str, _Stream] = {}  # descriptor uid -> stream
-        self._arrays: dict[str, int] = {}
+        self._sequences: dict[tuple[str, str], str] = {}  # (stream, key) -> NPY_SEQ resource
+        self.instruments: dict = {}  # the snapshot of the start: descriptors' configuration
+        self.dimension: str | None = None  # what the primary stream is plotted against
 
     @classmethod
     def create(cls, root: str | os.PathLike, command: str, argv: list[str], config: dict,
                seeds: dict, instruments: dict | None = None,
-               station_file_text: str | None = None) -> SessionWriter:
-        """Create ``root/<session_id>/`` and write the start document."""
+               station_file_text: str | None = None,
+               dimension: str | None = None) -> SessionWriter:
+        """Create ``root/<session_id>/`` and write the start document; ``dimension`` is the
+        data key the command's primary stream is plotted against (Bluesky's hints)."""
         now = time.time()
-        env = {"python": platform.python_version(), "numpy": np.__version__,
-               "platform": platform.platform(), "host": socket.gethostname()}
+        root = Path(root)
+        instruments = instruments or {}
         start = {"uid": _uid(), "time": now, "plan_name": command,
+                 **bluesky.start_fields(config, instruments, bluesky.next_scan_id(root),
+                                        dimension),
                  "labctl_format": FORMAT_VERSION, "labctl_version": _labctl_version(),
-                 "labctl_env": env, "argv": list(argv), "config": config, "seeds": seeds,
-                 "station_file": station_file_text, "instruments": instruments or {}}
+                 "labctl_env": _environment(), "argv": list(argv), "config": config,
+                 "seeds": seeds, "station_file": station_file_text, "instruments": instruments}
         _check_keys(start, "start")
         line = _encode("start", start)  # before mkdir, so bad input leaves no junk directory
-        root = Path(root)
         root.mkdir(parents=True, exist_ok=True)
         slug = re.sub(r"[^a-z0-9]+", "-", command.lower()).strip("-")[:40] or "session"
         stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(now))
@@ -260,7 +322,8 @@ class SessionWriter:
                 break
         else:
             raise RecordError(f"{root}: no free session id for {stamp}-{slug}")
-        writer = cls(path, open(path / DOCUMENTS, "xb", buffering=0), start["uid"])
+        writer = cls(path, _open_locked(path / DOCUMENTS, "xb"), start["uid"])
+        writer.instruments, writer.dimension = instruments, dimension
         writer._write(line)
         return writer
 
@@ -279,6 +342,8 @@ class SessionWriter:
         from the highest index on disk, so nothing recorded is overwritten.
         """
         path = Path(session_dir)
+        if is_being_written(path):  # before anything here could touch its file
+            raise RecordError(f"{path}: the session is being written by another process")
         session = Session(path)
         for sub in (DOCUMENTS, "arrays", "wire"):  # never append or write through a symlink out
             if (path / sub).exists() or (path / sub).is_symlink():
@@ -288,22 +353,26 @@ class SessionWriter:
             data = file.read_bytes()
             os.truncate(file, data.rstrip(b"\n").rfind(b"\n") + 1)
         last = session.starts[-1]
+        first = session.start
+        dimension = _dimension(first)
         if session.stop is None:
-            writer = cls(path, open(file, "ab", buffering=0), last["uid"])
+            writer = cls(path, _open_locked(file, "ab"), last["uid"])
             writer.segment = len(session.starts) - 1
+            writer.instruments = last.get("instruments", {})
             for uid in session._segment_descriptors[-1]:
                 desc = session._descriptors_by_uid[uid]
                 keys = desc["data_keys"]
                 external = tuple(k for k, spec in keys.items() if spec.get("external"))
                 count = session._event_counts.get(uid, 0)
-                writer._streams[uid] = _Stream(desc["name"], frozenset(keys), external, count)
+                writer._streams[uid] = _Stream(stream_name(desc), frozenset(keys), external,
+                                               count, keys)
         else:
-            first = session.start
-            env = {"python": platform.python_version(), "numpy": np.__version__,
-                   "platform": platform.platform(), "host": socket.gethostname()}
+            bluesky_fields = {k: first[k] for k in ("scan_id", "plan_type", "plan_args",
+                                                     "detectors", "hints") if k in first}
             start = {"uid": _uid(), "time": time.time(), "plan_name": first.get("plan_name", ""),
+                     **bluesky_fields,
                      "labctl_format": FORMAT_VERSION, "labctl_version": _labctl_version(),
-                     "labctl_env": env, "labctl_resumes": last["uid"],
+                     "labctl_env": _environment(), "labctl_resumes": last["uid"],
                      "labctl_segment": len(session.starts),
                      "argv": list(argv) if argv is not None else list(last.get("argv", [])),
                      "config": first.get("config", {}), "seeds": first.get("seeds", {}),
@@ -312,19 +381,26 @@ class SessionWriter:
                                      else last.get("instruments", {}))}
             _check_keys(start, "start")
             line = _encode("start", start)
-            writer = cls(path, open(file, "ab", buffering=0), start["uid"])
+            writer = cls(path, _open_locked(file, "ab"), start["uid"])
             writer.segment = start["labctl_segment"]
             writer.resumed_from = last["uid"]
+            writer.instruments = start["instruments"]
+            writer.dimension = dimension
             writer._write(line)
             for name, desc in session.descriptors.items():
-                writer.descriptor(name, desc["data_keys"])
-        for ref in [*(path / "arrays").glob("*.npy"),
-                    *(PurePosixPath(r["resource_path"]) for r, _ in session._resources.values())]:
-            match = _ARRAY_FILE.match(ref.name)
-            if match:
-                name, n = match.group(1), int(match.group(2))
-                writer._arrays[name] = max(writer._arrays.get(name, 0), n + 1)
+                writer.descriptor(name, desc["data_keys"], primary=desc["name"] == PRIMARY)
+        bases = {writer._base(st.name, key): (st.name, key)
+                 for st in writer._streams.values() for key in st.external}
+        for resource, _ in session._resources.values():  # the continued run's sequences
+            if resource.get("run_start") == writer.start_uid and resource["spec"] == NPY_SEQ:
+                if resource["resource_path"] in bases:
+                    writer._sequences[bases[resource["resource_path"]]] = resource["uid"]
         return writer
+
+    def _base(self, stream: str, key: str) -> str:
+        """The resource_path of the array files of ``key`` in ``stream`` (this segment)."""
+        base = f"arrays/{_safe_name('stream', stream)}-{_safe_name('data key', key)}"
+        return f"{base}-s{self.segment}" if self.segment else base
 
     def stream_uids(self) -> dict[str, str]:
         """Descriptor uid of each stream, by stream name."""
@@ -339,34 +415,68 @@ class SessionWriter:
             self._file = None
             raise RecordError(f"{self.path / DOCUMENTS}: short write (disk full?)")
 
-    def stream(self, name: str, data_keys: dict[str, dict]) -> str:
+    def stream(self, name: str, data_keys: dict[str, dict], *, primary: bool = False) -> str:
         """The uid of stream ``name``: the one this session already has (a resumed run
         re-declares every stream), else a new descriptor with ``data_keys``."""
-        return self.stream_uids().get(name) or self.descriptor(name, data_keys)
+        return self.stream_uids().get(name) or self.descriptor(name, data_keys,
+                                                               primary=primary)
 
-    def descriptor(self, name: str, data_keys: dict[str, dict]) -> str:
-        """Declare stream ``name`` with event-model data keys; returns the descriptor uid."""
+    def descriptor(self, name: str, data_keys: dict[str, dict], *,
+                   primary: bool = False) -> str:
+        """Declare stream ``name`` with event-model data keys; returns the descriptor uid.
+
+        ``primary``: the command's main stream, named ``primary`` in the document (as
+        Bluesky's consumers look for it) and ``name`` as ``labctl_stream``. A shape with a
+        ``None`` dimension is filled in from the first event, and the descriptor is
+        written just before it (see :mod:`labctl.records.bluesky`)."""
         if any(stream.name == name for stream in self._streams.values()):
             raise ValueError(f"stream {name!r} already has a descriptor")
+        data_keys = {key: dict(spec) for key, spec in data_keys.items()}
         for key, spec in data_keys.items():
             missing = {"dtype", "shape", "source"} - spec.keys()
             if missing:
                 raise ValueError(f"data key {key!r} lacks {sorted(missing)}")
+            spec["shape"] = list(spec["shape"])
         _check_keys(data_keys, f"descriptor {name!r}")
         uid = _uid()
-        doc = {"uid": uid, "time": time.time(), "run_start": self.start_uid, "name": name,
-               "data_keys": data_keys}
-        self._write(_encode("descriptor", doc))
+        doc = {"uid": uid, "time": time.time(), "run_start": self.start_uid,
+               "name": PRIMARY if primary else name, "data_keys": data_keys,
+               **bluesky.descriptor_fields(data_keys, self.instruments,
+                                           self.dimension if primary else None)}
+        if primary:
+            doc["labctl_stream"] = name
         external = tuple(k for k, spec in data_keys.items() if spec.get("external"))
-        self._streams[uid] = _Stream(name, frozenset(data_keys), external)
+        stream = _Stream(name, frozenset(data_keys), external, data_keys=data_keys)
+        if bluesky.has_open_shape(data_keys):
+            stream.pending = doc
+        else:
+            self._write(_encode("descriptor", doc))
+        self._streams[uid] = stream
         return uid
 
+    def _write_pending(self, stream: _Stream) -> None:
+        if stream.pending is not None:
+            self._write(_encode("descriptor", stream.pending))
+            stream.pending = None
+
     def event(self, descriptor_uid: str, data: dict, timestamps: dict | None = None) -> None:
-        """Write one event; ``data`` must have exactly the descriptor's keys."""
+        """Write one event; ``data`` must have exactly the descriptor's keys, with arrays
+        (anything numpy takes) for the external ones: each is saved as a file."""
         stream = self._streams[descriptor_uid]
         if data.keys() != stream.keys:
             raise ValueError(f"event keys {sorted(data)} differ from stream {stream.name!r} "
                              f"keys {sorted(stream.keys)}")
+        arrays = {key: np.asarray(data[key]) for key in stream.external}
+        shapes = {key: arr.shape for key, arr in arrays.items()}
+        dtypes = {key: arr.dtype.str for key, arr in arrays.items()}
+        if stream.pending is not None:
+            bluesky.fill_shapes(stream.pending["data_keys"], shapes, dtypes)
+            self._write_pending(stream)
+        elif shapes:
+            bluesky.check_shapes(stream.name, stream.data_keys, shapes)
+        data = dict(data)
+        for key, arr in arrays.items():
+            data[key] = self._save(stream, key, arr)
         now = time.time()
         doc = {"uid": _uid(), "time": now, "descriptor": descriptor_uid,
                "seq_num": stream.count + 1, "data": data,
@@ -376,40 +486,51 @@ class SessionWriter:
         self._write(_encode("event", doc))
         stream.count += 1
 
-    def array(self, name: str, arr: Any) -> str:
-        """Save ``arr`` as ``arrays/<name>-<n>.npy``; returns the datum_id for an event."""
-        n = self._arrays.get(_safe_name("array", name), 0)
-        relative = f"arrays/{name}-{n}.npy"
+    def _save(self, stream: _Stream, key: str, arr: np.ndarray) -> str:
+        """Save the value of ``key`` in the next event of ``stream`` as the next file of
+        its NPY_SEQ resource; returns the datum_id (its kwargs: index and the file's
+        SHA-256)."""
+        index = stream.count  # the file's number is the event's seq_num - 1 (as Tiled reads it)
+        base = self._base(stream.name, key)
+        relative = f"{base}_{index}.npy"
         target = self.path / relative
         if (self.path / "arrays").is_symlink():
             contained_path(self.path, "arrays", str(self.path))
         target.parent.mkdir(exist_ok=True)
         contained_path(self.path, relative, str(self.path))
         buffer = io.BytesIO()
-        np.save(buffer, np.asarray(arr), allow_pickle=False)
+        np.save(buffer, arr, allow_pickle=False)
         data = buffer.getvalue()
         partial = target.with_suffix(".npy.partial")
         partial.unlink(missing_ok=True)  # a leftover (or planted symlink) is never written through
         with open(partial, "xb") as f:
             f.write(data)
+        # A file left by a killed run at this index was never referenced by an event.
         os.replace(partial, target)  # a datum never points at a half-written file
-        self._arrays[name] = n + 1
-        resource = {"uid": _uid(), "spec": "NPY_FILE", "root": str(self.path.resolve()),
-                    "resource_path": relative, "resource_kwargs": {"sha256": _sha256(data)},
-                    "path_semantics": "posix", "run_start": self.start_uid}
-        self._write(_encode("resource", resource))
-        datum_id = f"{resource['uid']}/0"
-        self._write(_encode("datum", {"datum_id": datum_id, "resource": resource["uid"],
-                                      "datum_kwargs": {}}))
+        uid = self._sequences.get((stream.name, key))
+        if uid is None:
+            uid = _uid()
+            self._write(_encode("resource", {
+                "uid": uid, "spec": NPY_SEQ, "root": str(self.path.resolve()),
+                "resource_path": base, "resource_kwargs": {}, "path_semantics": "posix",
+                "run_start": self.start_uid}))
+            self._sequences[(stream.name, key)] = uid
+        datum_id = f"{uid}/{index}"
+        self._write(_encode("datum", {"datum_id": datum_id, "resource": uid,
+                                      "datum_kwargs": {"index": index, "sha256": _sha256(data)}}))
         return datum_id
 
     def stop(self, exit_status: str = "success", reason: str = "",
-             summary: dict | None = None, shutdown: dict | None = None) -> None:
-        """Write the stop document (``summary`` is the headline result; ``shutdown`` what
-        the safe shutdown confirmed, as ``labctl_shutdown``) and close the file."""
+             summary: dict | None = None, shutdown: dict | None = None,
+             headline: str = "") -> None:
+        """Write the stop document (``summary`` is the result, ``headline`` one readable
+        line of it; ``shutdown`` what the safe shutdown confirmed, as ``labctl_shutdown``)
+        and close the file."""
         if exit_status not in EXIT_STATUSES:
             raise ValueError(f"exit_status must be one of {EXIT_STATUSES}, not {exit_status!r}")
         _check_keys(summary or {}, "labctl_summary")
+        for stream in self._streams.values():  # declared, never had an event: shapes open
+            self._write_pending(stream)
         doc = {"uid": _uid(), "time": time.time(), "run_start": self.start_uid,
                "exit_status": exit_status, "reason": reason,
                "num_events": {s.name: s.count for s in self._streams.values()},
@@ -417,6 +538,8 @@ class SessionWriter:
         if shutdown is not None:
             _check_keys(shutdown, "labctl_shutdown")
             doc["labctl_shutdown"] = shutdown
+        if headline:
+            doc["labctl_headline"] = headline
         self._write(_encode("stop", doc))
         file, self._file = self._file, None
         os.fsync(file.fileno())
@@ -442,11 +565,13 @@ class SessionWriter:
 
 def _parse(file: Path, lineno: int, raw: bytes) -> tuple[str, dict]:
     try:
-        name, doc = json.loads(raw)
+        item = json.loads(raw)
+        # suitcase-jsonl writes [name, doc]; other Bluesky tools write {"name", "doc"}.
+        name, doc = (item["name"], item["doc"]) if isinstance(item, dict) else item
         if not isinstance(name, str) or not isinstance(doc, dict):
             raise ValueError("not a [name, document] pair")
-    except (ValueError, TypeError, RecursionError) as err:
-        raise RecordError(f"{file}, line {lineno}: invalid document ({err})") from None
+    except (ValueError, TypeError, KeyError, RecursionError) as err:
+        raise RecordError(f"{file}, line {lineno}: invalid document ({err!s})") from None
     if lineno == 1:
         fmt = doc.get("labctl_format")
         if name != "start" or not isinstance(fmt, int) or isinstance(fmt, bool) or fmt < 1:
@@ -495,7 +620,7 @@ class _Checker:
         self.previous: str | None = None  # start uid of the last stopped run
         self.format = FORMAT_VERSION
         self.descriptors: dict[str, dict] = {}  # uid -> descriptor, of the open run
-        self.resources: set[str] = set()
+        self.resources: dict[str, str] = {}  # uid -> spec
         self.datums: set[str] = set()
         self.lineno, self.name = 0, ""
 
@@ -540,6 +665,7 @@ class _Checker:
             raise self.error(f"key 'labctl_format' {fmt} is not a format read by this labctl "
                              f"(1 to {FORMAT_VERSION})")
         self.key(doc, "plan_name", "string", optional=True)
+        self.key(doc, "hints", "object", optional=True)
         argv = self.key(doc, "argv", "array", optional=True)
         if argv is not None and not all(isinstance(a, str) for a in argv):
             raise self.error("key 'argv' must be an array of strings")
@@ -566,8 +692,11 @@ class _Checker:
         uid = self.key(doc, "uid", "string")
         self.key(doc, "time", "number")
         self._run_start(doc)
-        name = self.key(doc, "name", "string")
-        if any(d["name"] == name for d in self.descriptors.values()):
+        self.key(doc, "name", "string")
+        self.key(doc, "labctl_stream", "string", optional=True)
+        name = stream_name(doc)
+        if any(stream_name(d) == name or d["name"] == doc["name"]
+               for d in self.descriptors.values()):
             raise self.error(f"stream {name!r} has a descriptor already in this run")
         data_keys = self.key(doc, "data_keys", "object")
         for key in data_keys:
@@ -602,6 +731,7 @@ class _Checker:
             if spec.get("external") and value not in self.datums:
                 raise self.error(f"key 'data.{key}' {value!r} is no datum_id of this session")
 
+
     def _resource(self, doc: dict) -> None:
         uid = self.key(doc, "uid", "string")
         spec = self.key(doc, "spec", "string")
@@ -620,14 +750,22 @@ class _Checker:
             if checksum is not None and not _SHA256.match(checksum):
                 raise self.error(f"key 'resource_kwargs.sha256' {checksum!r} is not a "
                                  "SHA-256 in hex")
-        self.resources.add(uid)
+        self.resources[uid] = spec
 
     def _datum(self, doc: dict) -> None:
         datum_id = self.key(doc, "datum_id", "string")
         resource = self.key(doc, "resource", "string")
         if resource not in self.resources:
             raise self.error(f"key 'resource' {resource!r} names no resource of this session")
-        self.key(doc, "datum_kwargs", "object")
+        kwargs = self.key(doc, "datum_kwargs", "object")
+        if self.resources[resource] == NPY_SEQ:
+            index = self.key(kwargs, "index", "integer", where="datum_kwargs.")
+            if index < 0:
+                raise self.error(f"key 'datum_kwargs.index' {index} is negative")
+            checksum = self.key(kwargs, "sha256", "string", where="datum_kwargs.")
+            if not _SHA256.match(checksum):
+                raise self.error(f"key 'datum_kwargs.sha256' {checksum!r} is not a SHA-256 "
+                                 "in hex")
         self.datums.add(datum_id)
 
     def _stop(self, doc: dict) -> None:
@@ -641,6 +779,7 @@ class _Checker:
         self.key(doc, "num_events", "object", optional=True)
         self.key(doc, "labctl_summary", "object", optional=True)
         self.key(doc, "labctl_shutdown", "object", optional=True)
+        self.key(doc, "labctl_headline", "string", optional=True)
         self.previous, self.start = self.start["uid"], None
 
 
@@ -718,6 +857,22 @@ class NpyFileHandler:
         return _load_npy(data, self.full_path)
 
 
+class NpySeqHandler:
+    """event-model / databroker handler for spec ``NPY_SEQ`` (as ophyd.sim's): file
+    ``<full_path>_<index>.npy``, refused if it does not match the datum's ``sha256``."""
+
+    def __init__(self, full_path: str, **resource_kwargs: Any) -> None:
+        self.full_path = full_path
+
+    def __call__(self, index: int, sha256: str | None = None) -> np.ndarray:
+        path = f"{self.full_path}_{int(index)}.npy"
+        data = Path(path).read_bytes()
+        if sha256 is not None and _sha256(data) != sha256:
+            raise RecordError(f"{path}: checksum mismatch (SHA-256 {_sha256(data)}, "
+                              f"recorded {sha256})")
+        return _load_npy(data, path)
+
+
 class Session:
     """A session read back (every document checked, see the module docstring).
 
@@ -752,13 +907,13 @@ class Session:
                 self._segment_descriptors.append([])
                 self.stop = None
             elif name == "descriptor":
-                self.descriptors[doc["name"]] = doc
+                self.descriptors[stream_name(doc)] = doc
                 self._descriptors_by_uid[doc["uid"]] = doc
                 self._descriptor_lines[doc["uid"]] = lineno
                 self._segment_descriptors[-1].append(doc["uid"])
             elif name == "event":
                 uid = doc["descriptor"]
-                stream = self._descriptors_by_uid[uid]["name"]
+                stream = stream_name(self._descriptors_by_uid[uid])
                 self._events.setdefault(stream, []).append((uid, doc["data"]))
                 self._event_counts[uid] = self._event_counts.get(uid, 0) + 1
             elif name == "resource":
@@ -787,12 +942,12 @@ class Session:
     def n_events(self) -> int:
         return sum(self._event_counts.values())
 
-    def events(self, stream_name: str, fill: bool = False) -> list[dict]:
+    def events(self, name: str, fill: bool = False) -> list[dict]:
         """Event data of a stream in order, over every run segment; ``fill`` loads external
         (array) keys."""
-        if stream_name not in self.descriptors:
-            raise KeyError(f"no stream {stream_name!r} in {self.path}: {sorted(self.descriptors)}")
-        rows = self._events.get(stream_name, [])
+        if name not in self.descriptors:
+            raise KeyError(f"no stream {name!r} in {self.path}: {sorted(self.descriptors)}")
+        rows = self._events.get(name, [])
         if not fill:
             return [data for _, data in rows]
         out = []
@@ -802,16 +957,16 @@ class Session:
             out.append({**data, **{k: self.load_array(data[k]) for k in external}})
         return out
 
-    def check_stream(self, stream_name: str, keys: dict[str, str]) -> None:
+    def check_stream(self, name: str, keys: dict[str, str]) -> None:
         """Refuse (:class:`RecordError`, naming the descriptor's line and the key) a stream
         whose descriptors lack one of ``keys`` or declare it otherwise: ``keys`` maps data
         key -> dtype ("number" also takes "integer") or "external" (an array file). Events
         are checked against their descriptor on reading, so their values then have these
         types."""
         for uid, desc in self._descriptors_by_uid.items():
-            if desc["name"] != stream_name:
+            if stream_name(desc) != name:
                 continue
-            where = f"{self.file}, line {self._descriptor_lines[uid]}: stream {stream_name!r}"
+            where = f"{self.file}, line {self._descriptor_lines[uid]}: stream {name!r}"
             declared = desc["data_keys"]
             for key, want in keys.items():
                 if key not in declared:
@@ -832,9 +987,14 @@ class Session:
         if datum is None:
             raise RecordError(f"{self.path}: no datum/resource for {datum_id!r}")
         resource, lineno = self._resources[datum["resource"]]
-        if resource["spec"] != "NPY_FILE":
+        if resource["spec"] == NPY_SEQ:
+            relative = f"{resource['resource_path']}_{datum['datum_kwargs']['index']}.npy"
+            expected = datum["datum_kwargs"]["sha256"]
+        elif resource["spec"] == "NPY_FILE":
+            relative = resource["resource_path"]
+            expected = resource["resource_kwargs"].get("sha256")
+        else:
             raise RecordError(f"{self.path}: cannot load spec {resource['spec']!r}")
-        relative = resource["resource_path"]
         where = f"{self.file}, line {lineno}"
         path = contained_path(self.path, relative, f"{where}: resource_path")
         if not path.is_file():
@@ -844,7 +1004,6 @@ class Session:
             data = path.read_bytes()
         except OSError as err:
             raise RecordError(f"{self.path}: array file {relative}: {err}") from None
-        expected = resource["resource_kwargs"].get("sha256")
         if expected is not None and _sha256(data) != expected:
             raise RecordError(f"session {self.path}: array file {relative}: checksum mismatch "
                               f"(SHA-256 {_sha256(data)}, recorded {expected} on {where})")
@@ -876,8 +1035,9 @@ class Session:
 
 @dataclass(frozen=True)
 class SessionSummary:
-    """One line of ``labctl sessions``; status is success/fail/abort, ``interrupted`` (no stop
-    document) or ``unreadable`` (``reason`` says why)."""
+    """One line of ``labctl sessions``; status is success/fail/abort, ``running`` (a process
+    is writing it now), ``interrupted`` (no stop document, nobody writing: killed) or
+    ``unreadable`` (``reason`` says why). ``size_bytes``: all its files."""
 
     id: str
     path: Path
@@ -887,6 +1047,10 @@ class SessionSummary:
     headline: str
     n_events: int
     reason: str = ""
+    size_bytes: int = 0
+
+
+HEADLINE_CHARS = 100
 
 
 def _format_value(value: Any) -> str:
@@ -895,19 +1059,41 @@ def _format_value(value: Any) -> str:
     return str(value)
 
 
+def headline_of(stop: dict) -> str:
+    """The stop document's headline: the command's own sentence (``labctl_headline``), else
+    its summary's scalar values, cut to :data:`HEADLINE_CHARS`."""
+    text = stop.get("labctl_headline")
+    if not isinstance(text, str) or not text:
+        summary = stop.get("labctl_summary") or {}
+        text = ", ".join(f"{k}={_format_value(v)}" for k, v in summary.items()
+                         if isinstance(v, str | int | float) and len(_format_value(v)) <= 40)
+    return text if len(text) <= HEADLINE_CHARS else text[:HEADLINE_CHARS - 3] + "..."
+
+
+def tree_size(path: Path) -> int:
+    """Bytes of the regular files under ``path`` (symlinks are not followed)."""
+    total = 0
+    for folder, _, files in os.walk(path):
+        for name in files:
+            with contextlib.suppress(OSError):
+                st = os.lstat(os.path.join(folder, name))
+                total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
+
+
 def _summarise(path: Path) -> SessionSummary:
+    size = tree_size(path)
     try:
         session = Session(path)
         stop = session.stop or {}
-        summary = stop.get("labctl_summary") or {}
-        headline = ", ".join(f"{k}={_format_value(v)}" for k, v in summary.items())
         n_events = session.n_events
     except Exception as err:  # one broken directory must never break the whole listing
-        return SessionSummary(path.name, path, "", None, "unreadable", "", 0, str(err))
+        return SessionSummary(path.name, path, "", None, "unreadable", "", 0, str(err), size)
+    status = stop.get("exit_status") or ("running" if is_being_written(path) else "interrupted")
     reason = stop.get("reason") or "; ".join(session.torn_messages)
     return SessionSummary(path.name, path, session.start.get("plan_name", ""),
-                          session.start.get("time"), stop.get("exit_status", "interrupted"),
-                          headline, n_events, reason)
+                          session.start.get("time"), status, headline_of(stop), n_events,
+                          reason, size)
 
 
 def list_sessions(root: str | os.PathLike) -> list[SessionSummary]:

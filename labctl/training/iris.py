@@ -43,7 +43,8 @@ class IrisSettings:
     i_center: float = 40e-6
     i_scale: float = 20e-6
     nplc: float = 1.0
-    variability: str = "nominal"
+    #: The simulated devices' preset; None for a station of real devices (train_iris).
+    variability: str | None = "nominal"
 
     def validate(self, max_current_a: float, n_pairs: int | None) -> None:
         """Refuse impossible settings before any instrument is touched (ValueError, why)."""

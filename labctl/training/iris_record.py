@@ -75,6 +75,7 @@ class RecordSink:
                 "weights": _key("array", [None], external=True),
                 "measurements": _key("array", [None, None, None, 3], external=True),
             },
+            primary=True,
         )
         self.fold_stream = writer.stream(
             "fold",
@@ -92,11 +93,8 @@ class RecordSink:
         if (fold, row["epoch"]) in self.recorded:
             return  # replayed while resuming: it is in the record already
         data = {"fold": fold, "epoch": int(row["epoch"]), **{m: float(row[m]) for m in METRICS}}
-        data["weights"] = self.writer.array(f"weights-f{fold}", flatten(weights))
-        data["measurements"] = self.writer.array(
-            f"measurements-f{fold}",
-            np.stack(measurements) if measurements else np.zeros((0, 0, 0, 3)),
-        )
+        data["weights"] = flatten(weights)
+        data["measurements"] = np.stack(measurements) if measurements else np.zeros((0, 0, 0, 3))
         self.writer.event(self.epoch_stream, data)
 
     def fold(self, result: FoldResult) -> None:
@@ -108,9 +106,7 @@ class RecordSink:
                 "tanh_val_acc": result.tanh_val_acc,
                 "epochs": result.epochs,
                 "best_epoch": -1 if result.best_epoch is None else result.best_epoch,
-                "final_weights": self.writer.array(
-                    f"final-weights-f{result.fold}", flatten(result.weights)
-                ),
+                "final_weights": flatten(result.weights),
             },
         )
 
@@ -220,7 +216,8 @@ def _settings(raw: dict, max_current_a: float, where: str) -> IrisSettings:
         settings.validate(max_current_a, None)
         from simulators.mtj import variability_preset
 
-        variability_preset(settings.variability)
+        if settings.variability is not None:
+            variability_preset(settings.variability)
     except ValueError as err:
         raise RecordError(f"{where}: config.settings: {err}") from None
     return settings
