@@ -23,6 +23,7 @@ COMMANDS = [
      "remove sessions by age, status or size (a dry run unless --yes)"),
     (("replay",), "labctl.commands.replay", "replay a recorded session offline"),
     (("report",), "labctl.commands.report", "plots of a recorded session"),
+    (("export",), "labctl.commands.export", "a session's streams as NetCDF or Parquet files"),
     (("bench",), "labctl.commands.bench", "benchmarks (not part of the test suite)"),
     (("sim", "serve"), "labctl.commands.sim_serve", "serve a simulated bench on loopback"),
     (("sweep",), "labctl.commands.sweep", "grids of runs over seeds and settings; report"),

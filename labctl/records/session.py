@@ -896,6 +896,7 @@ class Session:
         self._segment_descriptors: list[list[str]] = []  # descriptor uids, per run segment
         self._events: dict[str, list[tuple[str, dict]]] = {}  # stream -> (descriptor uid, data)
         self._event_counts: dict[str, int] = {}  # descriptor uid -> events
+        self._event_times: dict[str, list[tuple[float, int]]] = {}  # stream -> (time, seq)
         self._resources: dict[str, tuple[dict, int]] = {}  # uid -> (resource, line)
         self._datums: dict[str, dict] = {}
         self.torn_messages: list[str] = []
@@ -915,6 +916,7 @@ class Session:
                 uid = doc["descriptor"]
                 stream = stream_name(self._descriptors_by_uid[uid])
                 self._events.setdefault(stream, []).append((uid, doc["data"]))
+                self._event_times.setdefault(stream, []).append((doc["time"], doc["seq_num"]))
                 self._event_counts[uid] = self._event_counts.get(uid, 0) + 1
             elif name == "resource":
                 self._resources[doc["uid"]] = (doc, lineno)
@@ -956,6 +958,12 @@ class Session:
             external = [k for k, spec in keys.items() if spec.get("external")]
             out.append({**data, **{k: self.load_array(data[k]) for k in external}})
         return out
+
+    def event_times(self, name: str) -> tuple[list[float], list[int]]:
+        """Time (s since the epoch) and seq_num of each event of stream ``name``, in the
+        order of :meth:`events`."""
+        pairs = self._event_times.get(name, [])
+        return [t for t, _ in pairs], [n for _, n in pairs]
 
     def check_stream(self, name: str, keys: dict[str, str]) -> None:
         """Refuse (:class:`RecordError`, naming the descriptor's line and the key) a stream
