@@ -10,8 +10,16 @@ Added to :class:`pymeasure.instruments.keithley.Keithley2400`:
 * :class:`Readings`: every reading's voltage (V), current (A), time (s) and status word,
   with the compliance flag (status bit 3) per reading; :meth:`Keithley2400.measure_once`
   for host-paced use;
+* voltage sourcing: :meth:`Keithley2400.prepare_voltage_source` (0 V, current compliance,
+  output on), :attr:`Keithley2400.source_voltage` and
+  :meth:`Keithley2400.source_voltage_and_measure` (a voltage-biased reading),
+  :meth:`Keithley2400.ramp_voltage_to`; capped by :meth:`Keithley2400.limit_voltage_source`
+  (a station's pair limits: |V| <= compliance_v, current compliance <= max_current_a), which
+  the validators of ``source_voltage`` and ``compliance_current`` enforce before anything
+  is sent;
 * :meth:`Keithley2400.present_state` (output, function, level read from the instrument),
-  :meth:`Keithley2400.ramp_to` (from the present level in bounded steps);
+  :meth:`Keithley2400.ramp_to` (from the present level in bounded steps; a voltage source
+  is ramped to 0 V first);
 * :meth:`Keithley2400.shutdown` / :meth:`Keithley2400.safe_off`: resync if the last
   exchange failed, abort, ramp the source to zero in bounded steps, output off, then
   confirm ``:OUTP?`` 0 and 0 A read back; returns a :class:`SafeStateReport`, never
@@ -61,6 +69,7 @@ log = logging.getLogger(__name__)
 LIST_CHUNK = 100  # values per :SOUR:LIST:CURR command the 2400 accepts
 MAX_LIST_POINTS = 2500  # the 2400's list and trigger-count limit
 MAX_CURRENT_A = 1.05  # the 2400's source range
+MAX_VOLTAGE_V = 210.0  # the 2400's voltage source range
 STATUS_COMPLIANCE = 8  # status word bit 3: the source hit its compliance limit
 # Order of the elements in every reading: pymeasure's __init__ sets :FORM:ELEM this way.
 ELEMENTS = ("voltage", "current", "resistance", "time", "status")
@@ -186,6 +195,26 @@ class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
         values=[-MAX_CURRENT_A, MAX_CURRENT_A],
     )
 
+    # Voltage sourcing, capped per instance (dynamic): limit_voltage_source() narrows both.
+    source_voltage = Instrument.control(
+        ":SOUR:VOLT?",
+        ":SOUR:VOLT %.9g",
+        """Control the source voltage in V (float, strictly within +-210 V, or within the cap
+        :meth:`limit_voltage_source` set).""",
+        validator=strict_range,
+        values=[-MAX_VOLTAGE_V, MAX_VOLTAGE_V],
+        dynamic=True,
+    )
+    compliance_current = Instrument.control(
+        ":SENS:CURR:PROT?",
+        ":SENS:CURR:PROT %.9g",
+        """Control the current compliance of a voltage source in A (float, strictly from 0 to
+        1.05 A, or to the cap :meth:`limit_voltage_source` set).""",
+        validator=strict_range,
+        values=[0.0, MAX_CURRENT_A],
+        dynamic=True,
+    )
+
     #: What the protocol layer may rely on to choose list sweeps over host pacing.
     capabilities = {
         "list_sweep": True,
@@ -198,6 +227,9 @@ class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
     ramp_delay_s = 1e-3
     #: Largest step (V) when a voltage source has to be ramped down.
     ramp_step_v = 0.05
+    #: The voltage-sourcing caps (V, A) in force: :meth:`limit_voltage_source` sets them.
+    voltage_cap_v = MAX_VOLTAGE_V
+    compliance_cap_a = MAX_CURRENT_A
 
     def __init__(self, adapter, name: str = "Keithley 2400 SourceMeter", **kwargs):
         # What a reading query answers, from the commands this driver sent (pymeasure's
@@ -302,6 +334,82 @@ class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
             self.write(f":SENS:VOLT:NPLC {nplc:g}")
             self.write(":OUTP ON")
             self.check_errors_raise()
+
+    def limit_voltage_source(self, *, max_abs_v: float, max_compliance_a: float) -> None:
+        """Cap voltage sourcing on this instance: |source voltage| <= ``max_abs_v`` (V) and
+        the current compliance <= ``max_compliance_a`` (A). A station applies its pair limits
+        here (``compliance_v``, ``max_current_a``); :attr:`source_voltage` and
+        :attr:`compliance_current` then refuse anything beyond them with ValueError before
+        a byte is sent. No I/O."""
+        if not 0 < max_abs_v <= MAX_VOLTAGE_V:
+            raise ValueError(f"max_abs_v must be in (0, {MAX_VOLTAGE_V:g}] V, got {max_abs_v!r}")
+        if not 0 < max_compliance_a <= MAX_CURRENT_A:
+            raise ValueError(f"max_compliance_a must be in (0, {MAX_CURRENT_A:g}] A, got "
+                             f"{max_compliance_a!r}")
+        self.source_voltage_values = [-max_abs_v, max_abs_v]
+        self.compliance_current_values = [0.0, max_compliance_a]
+        # pymeasure keeps dynamic values write-only: the caps, readable.
+        self.voltage_cap_v, self.compliance_cap_a = float(max_abs_v), float(max_compliance_a)
+
+    def prepare_voltage_source(self, compliance_a: float, nplc: float = 1.0) -> None:
+        """Voltage source at 0 V, fixed mode, voltage and current sensed at ``nplc``
+        power-line cycles with a current compliance of ``compliance_a`` (A, within the cap
+        of :meth:`limit_voltage_source`), one reading per :READ?, output on.
+
+        Whatever the channel sourced before is first ramped to zero (:meth:`ramp_to`), and
+        the voltage level is zeroed before the function changes, so nothing jumps."""
+        if not 0.01 <= nplc <= 10:
+            raise ValueError(f"nplc must be in [0.01, 10], got {nplc!r}")
+        high = self.compliance_cap_a
+        if not (math.isfinite(compliance_a) and 0 < compliance_a <= high):
+            raise ValueError(f"{self.name}: current compliance {compliance_a!r} A is outside "
+                             f"(0, {high:g}] A")
+        with self.lock:
+            self.ramp_to(0.0)
+            self.write(":SOUR:VOLT:MODE FIX")
+            self.source_voltage = 0.0
+            self.compliance_current = compliance_a
+            self.write(":SOUR:FUNC VOLT")
+            self.use_fixed_source()
+            self.write(':SENS:FUNC "VOLT","CURR"')
+            self.write(f":SENS:CURR:NPLC {nplc:g}")
+            self.write(":OUTP ON")
+            self.check_errors_raise()
+
+    def source_voltage_and_measure(self, voltage_v: float) -> Readings:
+        """Set the voltage source to ``voltage_v`` (V, within the cap) and take one reading
+        (the current it draws, the compliance flag): a write and a query."""
+        with self.lock:
+            self.source_voltage = voltage_v
+            return self.measure_once()
+
+    def ramp_voltage_to(self, level_v: float, step_v: float | None = None,
+                        delay_s: float | None = None) -> float:
+        """Move a voltage source from its present level (read back first) to ``level_v`` (V,
+        within the cap) in steps of at most ``step_v`` (V; default :attr:`ramp_step_v`),
+        ``delay_s`` (s) apart; returns the level reached. InstrumentError if the source
+        function is not VOLT."""
+        step = self.ramp_step_v if step_v is None else step_v
+        delay = self.ramp_delay_s if delay_s is None else delay_s
+        if not step > 0:
+            raise ValueError(f"step_v must be > 0 V, got {step!r}")
+        cap = self.voltage_cap_v
+        if not (math.isfinite(level_v) and abs(level_v) <= cap):
+            raise ValueError(f"{self.name}: {level_v!r} V is beyond the voltage cap +-{cap:g} V")
+        with self.lock:
+            state = self.present_state()
+            if state.function != "VOLT":
+                raise InstrumentError(f"{self.name}: ramp_voltage_to needs a voltage source, "
+                                      f"the source function is {state.function}")
+            for value in ramp_levels(state.level, step, level_v):
+                # Towards zero always (a level left beyond the cap must come down).
+                if abs(value) <= cap:
+                    self.source_voltage = value
+                else:
+                    self.write(f":SOUR:VOLT {value:.9g}")
+                if delay > 0:
+                    time.sleep(delay)
+        return float(level_v)
 
     def use_fixed_source(self) -> None:
         """Leave list mode: fixed source level, one immediate reading per :READ?, no
@@ -439,8 +547,9 @@ class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
 
         A voltage source (``:SOUR:FUNC VOLT``, the reset state) sources no current: with
         its output off there is nothing to ramp, and ``ramp_to(0.0)`` returns at once;
-        with its output on, ``ramp_to(0.0)`` first ramps the voltage to 0 in steps of
-        :attr:`ramp_step_v`. Any other target needs a current source
+        with its output on, ``ramp_to(0.0)`` ramps the voltage to 0 in steps of
+        :attr:`ramp_step_v` and zeroes the idle current level (so that a later switch to
+        a current source starts at 0 A). Any other target needs a current source
         (:class:`InstrumentError`). Not protected from Ctrl-C: an interrupted ramp
         stops where it is and :meth:`shutdown` ramps down from there.
         """
@@ -463,12 +572,15 @@ class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
                 self.write(f":SOUR:{function} {value:.9g}")
                 if delay > 0:
                     time.sleep(delay)
+            if function == "VOLT" and state.output_on:
+                self.write(":SOUR:CURR 0")
         return float(level_a)
 
     def configuration(self) -> dict[str, Any]:
         """The settings worth recording with a session, read from the instrument: source
-        function, source level (A or V), voltage compliance (V), NPLC, output on. A
-        setting that cannot be read is ``"unreadable: <why>"``."""
+        function, source level (A or V), voltage compliance (V), NPLC, output on, and for
+        a voltage source its current compliance (A). A setting that cannot be read is
+        ``"unreadable: <why>"``."""
         out: dict[str, Any] = {}
         reads: dict[str, tuple[str, Callable[[str], Any]]] = {
             "source_function": (":SOUR:FUNC?", lambda r: r.strip().upper()),
@@ -482,6 +594,8 @@ class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
             function = out["source_function"]
             if function in ("CURR", "VOLT"):
                 out["source_level"] = read_setting(self, f":SOUR:{function}?", float)
+            if function == "VOLT":
+                out["current_compliance_a"] = read_setting(self, ":SENS:CURR:PROT?", float)
         return out
 
     # -- shutdown ------------------------------------------------------------------------
@@ -558,6 +672,10 @@ class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
                     report.last_level = value
                     if delay > 0:
                         time.sleep(delay)
+                if function == "VOLT":
+                    # The idle current level too: the confirmation reads it, and a later
+                    # switch to a current source must start at 0 A.
+                    steady(self.write, ":SOUR:CURR 0")
                 return function
             except InstrumentError as exc:
                 level = "unknown" if report.last_level is None else f"{report.last_level:.9g}"

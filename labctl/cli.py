@@ -13,6 +13,8 @@ from labctl.records.session import RecordError
 # (command words, module, help): each module has add_arguments(parser) and run(args) -> int.
 COMMANDS = [
     (("station", "check"), "labctl.commands.station_check", "open every instrument and check it"),
+    (("station", "selftest"), "labctl.commands.selftest",
+     "measure the reference resistor through every SMU channel"),
     (("iv",), "labctl.commands.iv", "I-V sweep of both devices of a pair (CSV + PNG)"),
     (("fd-scan",), "labctl.commands.fd_scan", "derivative error against dI; recommends a dI"),
     (("tune",), "labctl.commands.tune", "pulse a pair's devices to a target I_off and verify it"),

@@ -13,6 +13,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+#: The trigger output line on which the pacing SMU (the trigger master, or the instrument
+#: that sweeps both devices of a pair) pulses once per step, and which reaches the ADC board.
+TRIGGER_LINE = 1
+
 
 class WiringError(ValueError):
     """A wiring that cannot be used; the message names the pair or the problem."""

@@ -25,6 +25,8 @@ ADC_INPUTS = (1, 2)
 TRIGGER_LINES = (1, 2, 3, 4)
 #: The ADC board's single trigger input.
 ADC_TRIGGER_LINE = 1
+#: Switch channels that can connect a row to its reference resistor (matrix column 00).
+REFERENCE_CHANNELS = tuple(f"1{row}00" for row in ROWS)
 
 
 @dataclass(frozen=True)
@@ -73,7 +75,8 @@ class Cabling:
     smus: one :class:`SmuCable` per SMU (its instrument name, channel and row); adc,
     switch, prober: the instrument names of the ADC board, switch matrix and prober;
     adc_inputs: the ADC board's input cables (an input without one is open); triggers: the
-    trigger-link cables. Lists are stored as tuples. :meth:`validate` checks it all.
+    trigger-link cables; reference_load_ohm, reference_channels: a calibration resistor on
+    the rows (see those fields). Lists are stored as tuples. :meth:`validate` checks it all.
     """
 
     smus: tuple[SmuCable, ...]
@@ -85,16 +88,23 @@ class Cabling:
         AdcInputCable(2, None, None),
     )
     triggers: tuple[TriggerCable, ...] = ()
+    #: A bench's calibration resistor (Ohm) from a row to ground, one per row; None: none.
+    reference_load_ohm: float | None = None
+    #: Switch channels of matrix column 00 that connect a row to its reference resistor
+    #: (``1A00``: row A). Empty with a ``reference_load_ohm``: the resistor is hard-wired to
+    #: every SMU row in place of the switch matrix (the matrix then reaches no device).
+    reference_channels: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        for name in ("smus", "adc_inputs", "triggers"):
+        for name in ("smus", "adc_inputs", "triggers", "reference_channels"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     # -- look-ups ----------------------------------------------------------------------
     @property
     def smu_names(self) -> tuple[str, ...]:
-        """Instrument names of the SMUs, in cabling order."""
-        return tuple(c.instrument for c in self.smus)
+        """Instrument names of the SMUs, in cabling order (a two-channel SMU, with one
+        cable per channel, once)."""
+        return tuple(dict.fromkeys(c.instrument for c in self.smus))
 
     @property
     def instruments(self) -> tuple[str, ...]:
@@ -164,6 +174,9 @@ class Cabling:
                 raise ValueError(f"cabling: two SMU channels on row {cable.row}: "
                                  f"{rows[cable.row]} and {cable.instrument} channel "
                                  f"{cable.channel}")
+            if f"{cable.instrument} channel {cable.channel}" in rows.values():
+                raise ValueError(f"cabling: {cable.instrument} channel {cable.channel} is "
+                                 "cabled twice")
             rows[cable.row] = f"{cable.instrument} channel {cable.channel}"
         seen_inputs: set[int] = set()
         for cable in self.adc_inputs:
@@ -212,7 +225,25 @@ class Cabling:
             if cable in seen_triggers:
                 raise ValueError(f"cabling: {where} is given twice")
             seen_triggers.add(cable)
+        _check_reference(self.reference_load_ohm, self.reference_channels)
         return self
+
+
+def _check_reference(ohms: float | None, channels: tuple[str, ...]) -> None:
+    """A reference resistor's value (finite, > 0 Ohm) and its column-00 switch channels."""
+    if ohms is None:
+        if channels:
+            raise ValueError("cabling: reference channels without a reference_load_ohm")
+        return
+    if isinstance(ohms, bool) or not isinstance(ohms, (int, float)) or not 0 < ohms < float("inf"):
+        raise ValueError(f"cabling: reference_load_ohm must be a positive number of Ohm, "
+                         f"got {ohms!r}")
+    for name in channels:
+        if name not in REFERENCE_CHANNELS:
+            raise ValueError(f"cabling: reference channel {name!r} is not one of "
+                             f"{', '.join(REFERENCE_CHANNELS)} (matrix column 00)")
+        if channels.count(name) > 1:
+            raise ValueError(f"cabling: reference channel {name} is given twice")
 
 
 def _parse_difference(number: int, spec: str | tuple[str, str] | None) -> AdcInputCable:

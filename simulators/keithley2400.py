@@ -2,12 +2,17 @@
 
 The instrument acts on the shared :class:`~simulators.world.StationWorld`: it is the SMU
 of one :class:`~simulators.cabling.SmuCable` of the world's cabling (its instrument name and
-the matrix row, its bus, that its output is cabled to). With the output on, its present
-source current is driven onto its bus with ``world.drive`` (the voltage compliance is
-``:SENS:VOLT:PROT``), and turning the output off calls ``world.release`` whatever the
-output-off state (the NORMal state sources 0 V, i.e. no device current).
-A reading is the bus voltage plus ``world.smu_noise(nplc)``, the actual current, V/I and
-a timestamp (s since ``*RST``) plus the status word. Units: A, V, Ohm, s.
+the matrix row, its bus, that its output is cabled to). With the output on, a current
+source (``:SOUR:FUNC CURR``) drives its present level onto its bus with ``world.drive``
+(the voltage compliance is ``:SENS:VOLT:PROT``), a voltage source (``:SOUR:FUNC VOLT``)
+with ``world.drive_voltage`` (the current compliance is ``:SENS:CURR:PROT``: the world
+solves the current the load draws, and clamps it there); turning the output off calls
+``world.release`` whatever the output-off state (the NORMal state sources 0 V, i.e. no
+device current). A current source's reading is the bus voltage plus
+``world.smu_noise(nplc)``, the actual current, V/I and a timestamp (s since ``*RST``)
+plus the status word; a voltage source's reading adds ``world.smu_current_noise(nplc)``
+to the current it measures, and its R is V/I of the V and I it reports (so V = I R to
+the last digit). Units: A, V, Ohm, s.
 
 Reset defaults are those of the Series 2400 User's Manual (2400S-900-01 Rev. K), SCPI
 tables 18-3 to 18-11 ("Default parameter" column: *RST and :SYST:PRES): source V at 0 V,
@@ -17,17 +22,22 @@ compliance 105 uA, voltage compliance 21 V, measure ranges 105 uA / 21 V / 210 k
 auto range on, ohms mode AUTO, NPLC 1, filter off (REPeat, count 10), output off, output-off
 state NORMal, FORM:DATA ASCii, FORM:ELEM all five elements, trigger and arm counts 1,
 sources IMMediate, trigger delay 0, input line 1, output line 2, output events NONE, arm
-timer 0.1 s, autozero on, display on, front terminals, CALC3:FORM MEAN. Not changed by
+timer 0.1 s, autozero on, display on, front terminals, CALC3:FORM MEAN. One departure,
+where pymeasure's device suite records the real 2400 differing from its manual: the
+source delay reads 1 ms after *RST (the manual says 0 s). Not changed by
 *RST (as on the instrument): the TRACe subsystem (power-on: 100 points, feed SENS1, control
 NEVer, absolute timestamps), the line frequency, the status enable registers and the
 error queue.
 
 Decisions where the simulator simplifies or has to choose:
 
-* Only current sourcing is physical. ``:SOUR:FUNC VOLT`` (the reset default) and all the
-  voltage-source settings are accepted and read back, but turning the output on (``:OUTP
-  ON``, ``:MEAS?``, ``:INIT``) while sourcing voltage, or selecting VOLT with the output on,
-  is refused with -221 "Settings conflict" and changes nothing.
+* Both source functions are physical. A voltage source into the devices solves the MTJ
+  model's (monotonic) I-V by bisection, into a reference resistor Ohm's law; when the
+  current would exceed ``:SENS:CURR:PROT`` the source sits at the voltage that draws the
+  compliance current and the reading's compliance bit (3) is set. With nothing connected
+  it reads its voltage and 0 A (plus noise). Changing ``:SOUR:FUNC`` with the output on
+  sources the new function's programmed level at once (refused with -221 while a
+  trigger-link sweep is armed). Status bit 15 (I-source) is set for a current source only.
 * ``:INIT``/``:READ?`` with the output off and auto output-off disabled (the default) queue
   +803 "Not permitted with OUTPUT off" (manual table B-1), and ``:READ?`` then answers
   nothing. ``:MEAS?`` turns the output on itself; with ``:SOUR:CLE:AUTO ON`` every
@@ -38,12 +48,16 @@ Decisions where the simulator simplifies or has to choose:
 * Elements of a reading follow ``:FORM:ELEM`` in the 2400's fixed order VOLT, CURR, RES,
   TIME, STAT. The voltage (resistance) element is 9.91e37 unless VOLT (RES) is a sense
   function; the current element is the measured current if CURR is one, else the
-  programmed source value. Status word bits: 1 filter, 2 front terminals, 3 compliance
+  programmed source value (for a voltage source the other way round: the voltage element
+  is the programmed level unless VOLT is sensed, the current 9.91e37 unless CURR is).
+  Status word bits: 1 filter, 2 front terminals, 3 compliance
   (value 8), 10 auto-ohms, 11/12/13 V/I/Ohm measured, 15 I-source, 17 offset-compensated
   ohms, 22 remote sense.
 * Sweeps: ``:INIT`` (or ``:READ?``) runs arm count x trigger count source-measure cycles.
-  The level of step j is the fixed level (FIXed), list value j (LIST, wrapping), or the
-  linear staircase start..stop over ``:SOUR:SWE:POIN`` (SWEep). After the sweep the
+  The level of step j is, for the source function's mode (``:SOUR:CURR:MODE`` or
+  ``:SOUR:VOLT:MODE``), the fixed level (FIXed), list value j (LIST, wrapping, from
+  ``:SOUR:LIST:CURR`` / ``:SOUR:LIST:VOLT``), or the linear staircase start..stop over
+  ``:SOUR:SWE:POIN`` (SWEep). After the sweep the
   source returns to the fixed (bias) level. With ``:TRIG:SOUR IMM`` the instrument is a
   trigger-link master: per step it sets the level, pulses its output line ``:TRIG:OLIN``
   (``world.pulse``: it reaches only what the cabling's trigger cables from that line lead
@@ -133,7 +147,9 @@ RESET_DEFAULTS: dict[str, object] = {
     "sweep_spacing": "LIN",
     "curr_list": (0.0,),
     "volt_list": (0.0,),
-    "source_delay": 0.0,
+    # The manual says 0 s; a real 2400 reads back 1 ms after *RST (pymeasure's device suite
+    # records it), and the simulator follows the instrument. With auto delay on it is unused.
+    "source_delay": 0.001,
     "source_delay_auto": True,
     "clear_auto": False,
     "clear_auto_mode": "ALW",
@@ -218,6 +234,7 @@ class _MeasConf:
     nplc: float  # effective, the repeat filter's conversions included
     step_s: float  # instrument time one source-measure cycle takes
     status: int
+    voltage_source: bool = False  # :SOUR:FUNC VOLT: the current is what is measured
 
 
 @dataclass
@@ -303,21 +320,32 @@ class SimKeithley2400:
     def _source_is_current(self) -> bool:
         return self.cfg["source_func"] == "CURR"
 
+    @property
+    def _kind(self) -> str:
+        """The cfg prefix of the source function: "curr" or "volt"."""
+        return "curr" if self._source_is_current else "volt"
+
     def _drive(self, level: float) -> None:
-        """Source ``level`` (A) on the bus now, unless the bus already carries exactly it."""
-        compliance = abs(float(self.cfg["volt_prot"]))
+        """Source ``level`` (A for a current source, V for a voltage source) on the bus now,
+        unless the bus already carries exactly it."""
         state = self.world.buses[self.bus]
-        if not (state.on and state.set_current == level and state.compliance_v == compliance):
-            self.world.drive(self.bus, level, compliance)
+        if self._source_is_current:
+            compliance = abs(float(self.cfg["volt_prot"]))
+            if not (state.on and state.source == "CURR" and state.set_current == level
+                    and state.compliance_v == compliance):
+                self.world.drive(self.bus, level, compliance)
+            return
+        compliance = abs(float(self.cfg["curr_prot"]))
+        if not (state.on and state.source == "VOLT" and state.set_voltage == level
+                and state.compliance_a == compliance):
+            self.world.drive_voltage(self.bus, level, compliance)
 
     def _bias(self) -> None:
         """Return to the fixed level while the output is on and no sweep owns the source."""
         if self.output and self._sweep is None:
-            self._drive(float(self.cfg["curr_level"]))
+            self._drive(float(self.cfg[f"{self._kind}_level"]))
 
     def _output_on(self) -> None:
-        if not self._source_is_current:
-            raise ScpiError(-221)  # voltage sourcing is not simulated
         self.output = True
         self._bias()
 
@@ -344,7 +372,8 @@ class SimKeithley2400:
         funcs = frozenset(cfg["funcs"])
         conversions = int(cfg["aver_count"]) if cfg["aver"] else 1
         nplc = float(cfg["nplc"])
-        status = ST_I_SOURCE | sum(ST_MEAS[f] for f in funcs)
+        voltage_source = not self._source_is_current
+        status = (0 if voltage_source else ST_I_SOURCE) | sum(ST_MEAS[f] for f in funcs)
         status |= ST_FRONT if cfg["terminals"] == "FRON" else 0
         status |= ST_FILTER if cfg["aver"] else 0
         status |= ST_AUTO_OHMS if ("RES" in funcs and cfg["res_mode"] == "AUTO") else 0
@@ -354,7 +383,7 @@ class SimKeithley2400:
         delay = 0.0 if cfg["source_delay_auto"] else float(cfg["source_delay"])
         step = float(cfg["trig_delay"]) + delay
         step += repeat * (nplc / float(cfg["lfr"]) + READING_OVERHEAD_S)
-        return _MeasConf(funcs, nplc * conversions, step, status)
+        return _MeasConf(funcs, nplc * conversions, step, status, voltage_source)
 
     def _sample(self, level: float, conf: _MeasConf) -> tuple[float, float, float, int]:
         """V, I, R and status of a reading of the bus now (world lock held)."""
@@ -362,9 +391,12 @@ class SimKeithley2400:
         v_meas = state.voltage + self.world.smu_noise(conf.nplc)
         i_act = state.current
         funcs = conf.funcs
-        volts = v_meas if "VOLT" in funcs else NAN
-        amps = i_act if "CURR" in funcs else level
-        ohms = v_meas / i_act if ("RES" in funcs and i_act != 0.0) else NAN
+        if conf.voltage_source:
+            volts, amps, ohms = self._voltage_source_reading(level, v_meas, conf)
+        else:
+            volts = v_meas if "VOLT" in funcs else NAN
+            amps = i_act if "CURR" in funcs else level
+            ohms = v_meas / i_act if ("RES" in funcs and i_act != 0.0) else NAN
         status = conf.status
         event = ME_READING_AVAILABLE
         if state.in_compliance or self.fault_stuck_compliance:  # fault hook: stuck compliance
@@ -372,6 +404,21 @@ class SimKeithley2400:
             event |= ME_COMPLIANCE
         self.events["MEAS"] |= event
         return volts, amps, ohms, status
+
+    def _voltage_source_reading(self, level: float, v_meas: float, conf: _MeasConf
+                                ) -> tuple[float, float, float]:
+        """V, I, R elements of a voltage source's reading (world lock held): the current is
+        measured (with its read noise), the voltage is the programmed level unless VOLT is
+        sensed, and R is computed from V and I as reported, so V = I R to the last digit."""
+        i_meas = self.world.buses[self.bus].current + self.world.smu_current_noise(conf.nplc)
+        funcs = conf.funcs
+        volts = v_meas if "VOLT" in funcs else level
+        amps = i_meas if "CURR" in funcs else NAN
+        ohms = NAN
+        if "RES" in funcs:
+            v_shown, i_shown = float(_num(v_meas)), float(_num(i_meas))
+            ohms = v_shown / i_shown if i_shown != 0.0 else NAN
+        return volts, amps, ohms
 
     def _store(self, reading: Reading) -> None:
         self.readings.append(reading)
@@ -382,23 +429,22 @@ class SimKeithley2400:
                 self.events["MEAS"] |= ME_BUFFER_FULL
 
     def _levels(self, n: int) -> list[float]:
-        """Source levels (A) of the n steps of a sweep."""
-        mode = self.cfg["curr_mode"]
+        """Source levels (A, or V for a voltage source) of the n steps of a sweep."""
+        kind = self._kind
+        mode = self.cfg[f"{kind}_mode"]
         if mode == "LIST":
-            values = self.cfg["curr_list"]
+            values = self.cfg[f"{kind}_list"]
             return [values[j % len(values)] for j in range(n)]
         if mode == "SWE":
-            start, stop = float(self.cfg["curr_start"]), float(self.cfg["curr_stop"])
+            start, stop = float(self.cfg[f"{kind}_start"]), float(self.cfg[f"{kind}_stop"])
             points = int(self.cfg["sweep_points"])
             return [start + (stop - start) * (j % points) / (points - 1) for j in range(n)]
-        return [float(self.cfg["curr_level"])] * n
+        return [float(self.cfg[f"{kind}_level"])] * n
 
     def _initiate(self) -> None:
         """:INIT: run the sweep (trigger source IMM) or arm it on the trigger link (TLIN)."""
         if self._sweep is not None:
             raise ScpiError(-213)
-        if not self._source_is_current:
-            raise ScpiError(-221)
         auto_off = bool(self.cfg["clear_auto"])
         if not self.output and not auto_off:
             raise ScpiError(*NOT_PERMITTED_OUTPUT_OFF)
@@ -746,9 +792,10 @@ class SimKeithley2400:
     def _set_source_func(self, func: str) -> None:
         if func not in ("CURR", "VOLT"):
             raise ScpiError(-224)  # MEMory sweeps are not simulated
-        if func == "VOLT" and self.output:
-            raise ScpiError(-221)
+        if self._sweep is not None and func != self.cfg["source_func"]:
+            raise ScpiError(-221)  # an armed sweep owns the source
         self.cfg["source_func"] = func
+        self._bias()  # with the output on, the new function sources its programmed level
 
     def _source_level(self, kind: str, limit: float, ranges) -> tuple[Callable, Callable]:
         key, range_key, auto_key = f"{kind}_level", f"{kind}_range", f"{kind}_range_auto"
@@ -759,7 +806,7 @@ class SimKeithley2400:
             elif abs(value) > float(self.cfg[range_key]) * (1 + 1e-9):
                 raise ScpiError(-222)  # beyond the fixed source range
             self.cfg[key] = value
-            if kind == "curr":
+            if kind == self._kind:  # the other function's level only waits in store
                 if self.output and self._sweep is None:
                     self._spend(SOURCE_CHANGE_S)
                 self._bias()
@@ -903,6 +950,10 @@ class SimKeithley2400:
         self.cfg["volt_prot"] = value
         self._bias()
 
+    def _set_curr_prot(self, value: float) -> None:
+        self.cfg["curr_prot"] = value
+        self._bias()
+
     def _sense_range(self, kind: str, ranges) -> tuple[Callable, Callable]:
         key = f"sense_{kind}_range"
         default = RESET_DEFAULTS[key]
@@ -917,12 +968,16 @@ class SimKeithley2400:
         return set_, query
 
     def _tripped(self, args: list[str]) -> str:
+        """:SENS:VOLT:PROT:TRIP?: a current source limited at its voltage compliance."""
         scpi.none(args)
-        return _flag(self.output and self.world.buses[self.bus].in_compliance)
+        return _flag(self.output and self._source_is_current
+                     and self.world.buses[self.bus].in_compliance)
 
-    def _never_tripped(self, args: list[str]) -> str:
+    def _curr_tripped(self, args: list[str]) -> str:
+        """:SENS:CURR:PROT:TRIP?: a voltage source limited at its current compliance."""
         scpi.none(args)
-        return "0"  # only a voltage source can hit the current compliance
+        return _flag(self.output and not self._source_is_current
+                     and self.world.buses[self.bus].in_compliance)
 
     # -- handlers: measurement ---------------------------------------------------------
     def _init(self, args: list[str]) -> None:
@@ -952,8 +1007,6 @@ class SimKeithley2400:
         return self._fetch([])
 
     def _configure(self, func: str | None) -> None:
-        if not self._source_is_current:
-            raise ScpiError(-221)
         if self._sweep is not None:
             raise ScpiError(-213)
         if func is not None:
@@ -1190,8 +1243,11 @@ class SimKeithley2400:
             ),
             (":SENSe[1]:FUNCtion:OFF:ALL", self._func_off_all, None),
             (":SENSe[1]:FUNCtion:STATe", None, self._func_state),
-            (":SENSe[1]:CURRent[:DC]:PROTection[:LEVel]", *self._number("curr_prot", -1.05, 1.05)),
-            (":SENSe[1]:CURRent[:DC]:PROTection:TRIPped", None, self._never_tripped),
+            (
+                ":SENSe[1]:CURRent[:DC]:PROTection[:LEVel]",
+                *self._number("curr_prot", -1.05, 1.05, self._set_curr_prot),
+            ),
+            (":SENSe[1]:CURRent[:DC]:PROTection:TRIPped", None, self._curr_tripped),
             (
                 ":SENSe[1]:VOLTage[:DC]:PROTection[:LEVel]",
                 *self._number("volt_prot", -210.0, 210.0, self._set_volt_prot),

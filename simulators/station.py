@@ -2,8 +2,10 @@
 
 What is built and how it is cabled is a :class:`~simulators.cabling.Cabling` (default
 :data:`~simulators.cabling.DEFAULT_CABLING`: SMUs smu_a on row A and smu_b on row B, adc,
-switch, prober). Every SMU (a Keithley 2400, SCPI), the switch matrix and the prober are
-served on loopback TCP sockets (VISA ``TCPIP::127.0.0.1::<port>::SOCKET``); the ADC board
+switch, prober). Every SMU (a Keithley 2400, SCPI, unless ``smu_models`` names another:
+``keithley2600`` a 2602B speaking TSP, ``keysight_b2902a`` a B2902A; a two-channel SMU is one
+instrument with a cable per channel), the switch matrix and the prober are served on
+loopback TCP sockets (VISA ``TCPIP::127.0.0.1::<port>::SOCKET``); the ADC board
 is served on a pseudo-terminal (its serial port) and, as a fallback for clients without pty
 support, on a TCP socket (pyserial ``socket://``). Both ADC endpoints talk to the same board.
 """
@@ -24,6 +26,29 @@ from simulators.world import SimSettings, StationWorld
 
 #: First serial number of the simulated SMUs; the i-th SMU of the cabling gets base + i.
 SMU_SERIAL_BASE = 4000001
+#: The simulated source-meter models, by the name a station file's driver gives them.
+SMU_MODELS = ("keithley2400", "keithley2600", "keysight_b2902a")
+
+
+def _build_smu(model: str, world: StationWorld, cables: list, serial: str):
+    """One simulated SMU of ``model`` on its cables (one per channel it has cabled)."""
+    # Imported here so this module imports before the SMU simulators exist.
+    if model == "keithley2400":
+        from simulators.keithley2400 import SimKeithley2400
+
+        if len(cables) != 1:
+            raise ValueError(f"{cables[0].instrument}: a 2400 has one channel, "
+                             f"{len(cables)} are cabled")
+        return SimKeithley2400(world, cables[0], serial=serial)
+    if model == "keithley2600":
+        from simulators.keithley2600 import SimKeithley2600
+
+        return SimKeithley2600(world, {c.channel: c for c in cables}, serial=serial)
+    if model == "keysight_b2902a":
+        from simulators.keysight_b2900 import SimB2902A
+
+        return SimB2902A(world, {c.channel: c for c in cables}, serial=serial)
+    raise ValueError(f"no simulated SMU model {model!r} (known: {', '.join(SMU_MODELS)})")
 
 
 def tcp_names(cabling: Cabling) -> tuple[str, ...]:
@@ -49,7 +74,8 @@ class SimulatedStation:
     """A simulated station; ``start()`` serves it, ``stop()`` (or leaving ``with``) ends it.
 
     ``cabling`` names and cables the instruments (validated: a bad one raises ValueError);
-    one simulated Keithley 2400 is built per SMU cable, with serial numbers
+    one simulated SMU is built per SMU instrument of the cabling (a Keithley 2400 unless
+    ``smu_models`` maps its name to another of :data:`SMU_MODELS`), with serial numbers
     :data:`SMU_SERIAL_BASE` + i in cabling order. ``port_base`` gives the TCP servers the
     fixed ports ``port_base + i`` in the order of :func:`tcp_names` (SMUs in cabling order,
     then the ADC socket, switch, prober: on the default cabling :data:`TCP_NAMES`); None
@@ -64,6 +90,7 @@ class SimulatedStation:
         cabling: Cabling = DEFAULT_CABLING,
         faults: Mapping[str, FaultSpec] | None = None,
         port_base: int | None = None,
+        smu_models: Mapping[str, str] | None = None,
     ):
         self.settings = settings or SimSettings()
         self.cabling = cabling.validate()
@@ -72,6 +99,10 @@ class SimulatedStation:
         if unknown:
             raise ValueError(f"faults for {unknown[0]!r}, which the cabling does not name")
         self.port_base = port_base
+        self.smu_models = dict(smu_models or {})
+        unknown = sorted(set(self.smu_models) - set(self.cabling.smu_names))
+        if unknown:
+            raise ValueError(f"an SMU model for {unknown[0]!r}, which the cabling does not name")
         self.world = StationWorld(self.settings, self.cabling)
         self.instruments: dict[str, object] = {}
         self.servers: dict[str, TcpServer | PtyServer] = {}
@@ -81,14 +112,13 @@ class SimulatedStation:
         """Build the instruments and start serving them; returns self."""
         if self._started:
             return self
-        # Imported here so this module imports before the SMU simulator exists.
-        from simulators.keithley2400 import SimKeithley2400
-
         world, cabling = self.world, self.cabling
         adc = SimAdcBoard(world, name=cabling.adc, trigger_line=1)
         self.instruments = {
-            cable.instrument: SimKeithley2400(world, cable, serial=str(SMU_SERIAL_BASE + i))
-            for i, cable in enumerate(cabling.smus)
+            name: _build_smu(self.smu_models.get(name, "keithley2400"), world,
+                             [c for c in cabling.smus if c.instrument == name],
+                             str(SMU_SERIAL_BASE + i))
+            for i, name in enumerate(cabling.smu_names)
         }
         self.instruments[cabling.adc] = adc
         self.instruments[cabling.switch] = SimSwitchMatrix(world)

@@ -1,8 +1,12 @@
 """The shared physical world of the simulated probe station.
 
 Every simulated instrument acts on one :class:`StationWorld`: the current an SMU sources
-flows through whichever device the switch matrix connects to its bus (when the prober is
-in contact), and the ADC board reads the voltage differences its input cables name. What
+(:meth:`StationWorld.drive`) flows through whichever device the switch matrix connects to
+its bus (when the prober is in contact), a voltage it sources
+(:meth:`StationWorld.drive_voltage`) stands across them and they draw the current the MTJ
+model's I-V gives, and the ADC board reads the voltage differences its input cables name.
+A reference resistor (``Cabling.reference_load_ohm``) loads a bus hard-wired in place of
+the matrix, or through its column-00 switch channel (:meth:`StationWorld.reference_ohm`). What
 is cabled to what (SMU outputs to buses, ADC inputs, the trigger link) is the world's
 :class:`~simulators.cabling.Cabling`; see docs/wire-protocols.md. Units: A, V, s.
 
@@ -33,6 +37,10 @@ PROGRAM_K_A_PER_V = 20e-6  # I_off shift per volt above threshold, for a 1 us pu
 PROGRAM_WIDTH_REF_S = 1e-6
 PROGRAM_SHIFT_LIMIT_A = 40e-6  # the tuning shift saturates at +-this in total
 PROGRAM_SPREAD = 0.1  # relative sigma of one pulse's shift (0 on the "ideal" preset)
+# An SMU's current read noise (A rms at 1 NPLC) per volt of its voltage read noise: 0.2 nA
+# on the nominal presets (20 uV), of the order of the 2400's 100 uA range noise.
+SMU_CURRENT_NOISE_A_PER_V = 10e-6
+_BISECTIONS = 60
 
 
 @dataclass(frozen=True)
@@ -93,7 +101,11 @@ class SimClock:
 
 @dataclass
 class BusState:
-    """What a bus carries now: source current (A) and terminal voltage (V)."""
+    """What a bus carries now: what is sourced, the terminal voltage (V) and current (A).
+
+    source: "CURR" (a current source of set_current A, voltage compliance compliance_v V)
+    or "VOLT" (a voltage source of set_voltage V, current compliance compliance_a A).
+    """
 
     on: bool = False
     set_current: float = 0.0
@@ -101,6 +113,9 @@ class BusState:
     voltage: float = 0.0
     current: float = 0.0
     in_compliance: bool = False
+    source: str = "CURR"
+    set_voltage: float = 0.0
+    compliance_a: float = 1.05e-4
 
 
 @dataclass
@@ -142,6 +157,8 @@ class StationWorld:
         self.program_spread = 0.0 if ideal else PROGRAM_SPREAD
         self._subscribers: dict[tuple[str, int], list[_Subscriber]] = {}
         self._next_handle = 0
+        self._reference_hardwired = (self.cabling.reference_load_ohm is not None
+                                     and not self.cabling.reference_channels)
 
     # -- devices ---------------------------------------------------------------------
     @property
@@ -161,14 +178,20 @@ class StationWorld:
         return bus, int(m.group(2)) - 1, BUSES.index(bus)
 
     def channels(self) -> list[str]:
-        return [f"1{b}{k:02d}" for b in BUSES for k in range(1, self.settings.n_pairs + 1)]
+        """Every switch channel: the devices' 1Akk/1Bkk, then the cabling's reference
+        channels (column 00)."""
+        devices = [f"1{b}{k:02d}" for b in BUSES for k in range(1, self.settings.n_pairs + 1)]
+        return devices + list(self.cabling.reference_channels)
 
     def connected(self, bus: str) -> list[tuple[int, int]]:
-        """(pair, device) indices connected to ``bus`` now (none while separated)."""
-        if not self.in_contact:
+        """(pair, device) indices connected to ``bus`` now (none while separated, none
+        while a reference resistor is hard-wired in place of the matrix)."""
+        if not self.in_contact or self._reference_hardwired:
             return []
         out = []
         for name in sorted(self.closed):
+            if name in self.cabling.reference_channels:
+                continue
             b, pair, dev = self.channel_target(name)
             if b == bus:
                 out.append((pair, dev))
@@ -179,7 +202,8 @@ class StationWorld:
         """Set the closed channels; every bus is re-driven through the new connections."""
         with self.lock:
             for name in channels:
-                self.channel_target(name)
+                if name not in self.cabling.reference_channels:
+                    self.channel_target(name)
             self.closed = set(channels)
             self._redrive()
 
@@ -208,8 +232,38 @@ class StationWorld:
             self._drift()
             state = self.buses[bus]
             state.on, state.set_current, state.compliance_v = True, current, abs(compliance_v)
+            state.source = "CURR"
             self._drive_bus(bus)
             return state
+
+    def drive_voltage(self, bus: str, voltage: float, compliance_a: float) -> BusState:
+        """Source ``voltage`` (V) on ``bus`` with a current compliance (A); returns the state.
+
+        The current is what the connected load draws at that voltage (the devices through
+        the MTJ model's I-V, which is monotonic, solved by bisection; a reference resistor
+        by Ohm's law). If it would exceed the compliance, the source limits: it carries
+        the compliance current (with the sign of the voltage) at the voltage that draws
+        it, and ``in_compliance`` is set. With nothing connected the bus sits at the
+        source voltage and carries no current.
+        """
+        with self.lock:
+            self._drift()
+            state = self.buses[bus]
+            state.on, state.set_voltage, state.compliance_a = True, voltage, abs(compliance_a)
+            state.source = "VOLT"
+            self._drive_bus(bus)
+            return state
+
+    def reference_ohm(self, bus: str) -> float | None:
+        """The reference resistance (Ohm) on ``bus`` now: hard-wired, or through its closed
+        column-00 switch channel (the resistor is on the bench, not the wafer: the prober
+        does not matter); None when none is connected."""
+        ohms = self.cabling.reference_load_ohm
+        if ohms is None:
+            return None
+        if self._reference_hardwired or f"1{bus}00" in self.closed:
+            return float(ohms)
+        return None
 
     def _drift(self) -> None:
         """Random walk of every device's I_off over the instrument time elapsed (A/sqrt(s))."""
@@ -249,6 +303,13 @@ class StationWorld:
     def _drive_bus(self, bus: str) -> None:
         state = self.buses[bus]
         devices = self.connected(bus)
+        r_ref = self.reference_ohm(bus)
+        if state.source == "VOLT":
+            self._drive_voltage_bus(state, devices, r_ref)
+            return
+        if r_ref is not None:
+            self._drive_current_with_reference(state, devices, r_ref)
+            return
         i_set, v_comp = state.set_current, state.compliance_v
         if not devices:
             state.voltage = float(np.copysign(v_comp, i_set)) if i_set != 0 else 0.0
@@ -283,6 +344,85 @@ class StationWorld:
             state.in_compliance = False
         state.voltage = chip.bias_one(pair, dev, current, v)
         state.current = current
+
+    # -- loads of a voltage source, and a current source with a reference resistor -------
+    def _drive_voltage_bus(self, state: BusState, devices: list[tuple[int, int]],
+                           r_ref: float | None) -> None:
+        v_set, i_comp = state.set_voltage, state.compliance_a
+        if not devices and r_ref is None:
+            state.voltage, state.current, state.in_compliance = v_set, 0.0, False
+            return
+        for _ in range(2):  # twice if the bias destroyed a device: a short draws more
+            v, i = v_set, self._load_current(devices, r_ref, v_set)
+            state.in_compliance = abs(i) > i_comp
+            if state.in_compliance:
+                i = float(np.copysign(i_comp, v_set))
+                v = self._load_voltage(devices, r_ref, i, abs(v_set))
+            if not self._record_bias(devices, v):
+                break
+        state.voltage, state.current = v, i
+
+    def _drive_current_with_reference(self, state: BusState, devices: list[tuple[int, int]],
+                                      r_ref: float) -> None:
+        i_set, v_comp = state.set_current, state.compliance_v
+        for _ in range(2):
+            v_limit = float(np.copysign(v_comp, i_set))
+            i_limit = self._load_current(devices, r_ref, v_limit)
+            # The load's I-V is monotonic: it needs more than the compliance voltage exactly
+            # when it draws less than the set current at the compliance voltage.
+            state.in_compliance = abs(i_limit) < abs(i_set)
+            if state.in_compliance:
+                v, i = v_limit, i_limit
+            else:
+                v, i = self._load_voltage(devices, r_ref, i_set, v_comp), i_set
+            if not self._record_bias(devices, v):
+                break
+        state.voltage, state.current = v, i
+
+    def _record_bias(self, devices: list[tuple[int, int]], v: float) -> bool:
+        """Every device on a bus at ``v`` (V) goes into the maximum-bias record; True if
+        that destroyed one (the load changed)."""
+        chip, broke = self.chip, False
+        for pair, dev in devices:
+            intact = not chip.destroyed[pair, dev]
+            chip.bias_one(pair, dev, self._device_current_one(pair, dev, v), v)
+            broke |= intact and bool(chip.destroyed[pair, dev])
+        return broke
+
+    def _load_current(self, devices: list[tuple[int, int]], r_ref: float | None,
+                      v: float) -> float:
+        """Current (A) the devices and reference resistor on a bus draw together at ``v`` (V)."""
+        i = v / r_ref if r_ref is not None else 0.0
+        return i + sum(self._device_current_one(pair, dev, v) for pair, dev in devices)
+
+    def _load_voltage(self, devices: list[tuple[int, int]], r_ref: float | None,
+                      current: float, v_max: float) -> float:
+        """Voltage (V) at which the load draws ``current`` (A), within +-``v_max`` (V): the
+        compliance bracket (the load's I-V is monotonic, so bisection finds it)."""
+        if not devices:
+            return current * r_ref if r_ref is not None else float(np.copysign(v_max, current))
+        if r_ref is None and len(devices) == 1:
+            return self.chip.ideal_voltage_one(*devices[0], current)
+        lo, hi = -v_max, v_max
+        for _ in range(_BISECTIONS):
+            mid = 0.5 * (lo + hi)
+            if self._load_current(devices, r_ref, mid) > current:
+                hi = mid
+            else:
+                lo = mid
+        return 0.5 * (lo + hi)
+
+    def _device_current_one(self, pair: int, dev: int, v: float) -> float:
+        """Current (A) one device draws at ``v`` (V), by bisection in floats."""
+        lo, hi = -_INVERSION_SPAN_A, _INVERSION_SPAN_A
+        chip = self.chip
+        for _ in range(_BISECTIONS):
+            mid = 0.5 * (lo + hi)
+            if chip.ideal_voltage_one(pair, dev, mid) > v:
+                hi = mid
+            else:
+                lo = mid
+        return 0.5 * (lo + hi)
 
     def _device_currents(self, idx, v: float) -> np.ndarray:
         """Currents (A) the devices at ``idx`` draw at voltage ``v``, by bisection."""
@@ -356,6 +496,12 @@ class StationWorld:
     def smu_noise(self, nplc: float) -> float:
         """One draw of SMU voltage read noise (V) at ``nplc`` power-line cycles."""
         return float(self.rng.normal(0.0, self.variability.smu_noise_v / np.sqrt(nplc)))
+
+    def smu_current_noise(self, nplc: float) -> float:
+        """One draw of SMU current read noise (A) at ``nplc`` power-line cycles: the voltage
+        read noise times SMU_CURRENT_NOISE_A_PER_V (0 on the ideal preset)."""
+        sigma = self.variability.smu_noise_v * SMU_CURRENT_NOISE_A_PER_V / np.sqrt(nplc)
+        return float(self.rng.normal(0.0, sigma))
 
     def adc_noise(self, integration_s: float) -> float:
         """One draw of the ADC's input-referred noise (V) for an integration time (s)."""

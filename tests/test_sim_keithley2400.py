@@ -79,7 +79,7 @@ RESET_REPLIES = {
     ":SOUR:CURR:RANG?": "1.050000E-04",
     ":SOUR:CURR:RANG:AUTO?": "1",
     ":SOUR:CURR:MODE?": "FIX",
-    ":SOUR:DEL?": "0.000000E+00",
+    ":SOUR:DEL?": "1.000000E-03",  # the manual says 0; a real 2400 reads 1 ms (pymeasure)
     ":SOUR:DEL:AUTO?": "1",
     ":SOUR:CLE:AUTO?": "0",
     ":SENS:FUNC:CONC?": "1",
@@ -189,15 +189,20 @@ def test_error_queue_overflow_and_status(smu):
     assert smu.handle(":SYST:ERR?;*ESR?;*STB?") == '0,"No error";0;0'
 
 
-def test_voltage_sourcing_is_refused(smu):
+def test_voltage_sourcing_drives_the_device(smu, world):
+    # The reset state is a voltage source; 0.1 V across device A of pair 1.
     assert smu.handle(":SOUR:FUNC?") == "VOLT"
-    smu.handle(":OUTP ON")
-    assert smu.handle(":MEAS:VOLT?") is None
-    assert errors(smu) == [-221, -221]
-    assert smu.handle(":OUTP?") == "0"
-    smu.handle(":SOUR:FUNC CURR;:OUTP ON;:SOUR:FUNC VOLT")
-    assert errors(smu) == [-221]
-    assert smu.handle(":SOUR:FUNC?;:OUTP?") == "CURR;1"
+    smu.handle(":SOUR:VOLT 0.1;:SENS:CURR:PROT 1e-3;:OUTP ON")
+    v, i, r, _, status = readings(smu.handle(":MEAS:CURR?"))[0]
+    assert errors(smu) == []
+    assert v == 0.1 and not int(status) & 8 and not int(status) & (1 << 15)
+    assert float(device_voltage(world, "A", 0, i)[0]) == pytest.approx(0.1, abs=1e-5)
+    # Switching the function with the output on sources the new function's level.
+    smu.handle(":SOUR:CURR 20e-6;:SOUR:FUNC CURR")
+    assert world.buses["A"].source == "CURR" and world.buses["A"].current == 20e-6
+    smu.handle(":SOUR:FUNC VOLT")
+    assert world.buses["A"].source == "VOLT" and world.buses["A"].voltage == 0.1
+    assert smu.handle(":SOUR:FUNC?;:OUTP?") == "VOLT;1"
 
 
 def test_ranges_and_levels(smu):

@@ -27,6 +27,12 @@ Example (docs/station-example.toml has the full form)::
     [ratings]             # the devices' absolute maximum ratings
     breakdown_v = 1.0
 
+    [reference]           # optional: the bench's calibration resistor (station selftest)
+    ohms = 1000.0
+    tolerance = 0.01      # relative: a measurement within +-1 % passes
+    channels = { k1 = "1A17", k2 = "1B17" }  # its switch channel per SMU channel;
+                          # no channels: hard-wired to every SMU channel
+
 A `[simulation]` table makes it a simulated station: instruments without a `resource`
 are served by the in-process simulator, cabled as the wiring says. No file at all means
 the built-in station (:data:`BUILTIN_TEXT`). The wiring model itself (pairs, channels,
@@ -36,6 +42,7 @@ limits, ratings) is :mod:`protocols.wiring`. Units: A, V, s, Ohm.
 from __future__ import annotations
 
 import math
+import re
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -62,6 +69,8 @@ from simulators.world import SimSettings
 #: Driver name -> the channel ids its instrument has (None: not a source-meter).
 DRIVER_CHANNELS: dict[str, tuple[str, ...] | None] = {
     "keithley2400": ("1",),
+    "keithley2600": ("a", "b"),
+    "keysight_b2902a": ("1", "2"),
     "adc_board": None,
     "switch_matrix": None,
     "prober": None,
@@ -70,6 +79,8 @@ DRIVERS = tuple(DRIVER_CHANNELS)
 SMU_DRIVERS = tuple(d for d, ch in DRIVER_CHANNELS.items() if ch)
 DEFAULT_IDENTITY = {
     "keithley2400": "MODEL 24",
+    "keithley2600": "Model 26",
+    "keysight_b2902a": "B2902A",
     "adc_board": "DIFFADC",
     "switch_matrix": "Model 70",
     "prober": "SENTIO",
@@ -115,6 +126,21 @@ class Miswiring:
 
 
 @dataclass(frozen=True)
+class ReferenceResistor:
+    """The bench's calibration resistor (the ``[reference]`` table).
+
+    ohms: its nominal value (Ohm); tolerance: the relative error a measurement of it may
+    show and still pass (0.01 = 1 %); channels: SMU channel -> the switch channel that
+    connects that channel to the resistor (empty: it is hard-wired to every SMU channel,
+    a calibration bench). ``labctl station selftest`` measures it through every channel.
+    """
+
+    ohms: float
+    tolerance: float = 0.01
+    channels: dict[Channel, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class StationConfig:
     """A validated station description: instruments, wiring (protocols.wiring), simulation."""
 
@@ -126,6 +152,7 @@ class StationConfig:
     name: str = "station"
     miswiring: Miswiring = Miswiring()
     faults: dict[str, FaultSpec] = field(default_factory=dict)
+    reference: ReferenceResistor | None = None
 
     @property
     def pairs(self) -> dict[int, PairWiring]:
@@ -421,6 +448,43 @@ def _wiring(c: _Checker, data: dict, instruments: dict, n_chip: int | None) -> W
     return result
 
 
+def _reference(c: _Checker, data: dict, wiring: Wiring) -> ReferenceResistor | None:
+    """The optional ``[reference]`` table: ohms, tolerance, and channels, a table of SMU
+    channel -> switch channel (every SMU channel of the wiring, each its own channel, none a
+    device's), or absent for a resistor hard-wired to every SMU channel."""
+    if "reference" not in data:
+        return None
+    ref = c.table(data, "reference", "")
+    c.unknown(ref, {"ohms", "tolerance", "channels"}, "[reference] ")
+    ohms = c.number(ref, "ohms", "[reference] ", positive=True)
+    tolerance = c.number(ref, "tolerance", "[reference] ", 0.01, positive=True, maximum=0.5)
+    table = c.table(ref, "channels", "[reference] ")
+    smus = wiring.smu_channels()
+    devices = {ch for p in wiring.pairs.values() for ch in p.switch_channels}
+    channels: dict[Channel, str] = {}
+    for key in table:
+        where = f"[reference.channels] {key}"
+        try:
+            smu = Channel.parse(key)
+        except WiringError as exc:
+            raise c.fail(where, str(exc)) from None
+        if smu not in smus:
+            raise c.fail(where, f"biases no device; the SMU channels are "
+                                f"{', '.join(map(str, smus))}")
+        name = c.string(table, key, "[reference.channels] ").strip().upper()
+        if not re.fullmatch(r"[1-9][A-Z]\d\d", name):
+            raise c.fail(where, f"{table[key]!r} is not a switch channel (like 1A00)")
+        if name in devices:
+            raise c.fail(where, f"switch channel {name} reaches a device in [wiring]")
+        if name in channels.values():
+            raise c.fail(where, f"switch channel {name} is given for two SMU channels")
+        channels[smu] = name
+    missing = [str(ch) for ch in smus if ch not in channels]
+    if table and missing:
+        raise c.fail("[reference.channels]", f"no switch channel for {', '.join(missing)}")
+    return ReferenceResistor(float(ohms), float(tolerance), channels)
+
+
 def _simulation(c: _Checker, s: dict) -> tuple[SimSettings, Miswiring, dict[str, FaultSpec]]:
     where = "[simulation] "
     c.unknown(s, {"seed", "variability", "n_pairs", "die_grid", "time_scale", "line_frequency",
@@ -492,7 +556,8 @@ def parse_station(text: str, source: str) -> StationConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise StationFileError(f"{source}: not valid TOML: {exc}") from None
-    c.unknown(data, {"station", "instruments", "wiring", "limits", "ratings", "simulation"}, "")
+    c.unknown(data, {"station", "instruments", "wiring", "limits", "ratings", "simulation",
+                     "reference"}, "")
     station = c.table(data, "station", "")
     c.unknown(station, {"name"}, "[station] ")
     simulated = "simulation" in data
@@ -500,6 +565,15 @@ def parse_station(text: str, source: str) -> StationConfig:
         _simulation(c, c.table(data, "simulation", "")) if simulated else (None, Miswiring(), {})
     )
     instruments = _instruments(c, data, simulated)
+    served = [name for name, cfg in instruments.items() if cfg.resource is not None]
+    if simulated and served:
+        # The simulator would serve devices nobody measures, and the record would describe
+        # them as the devices of instruments that talk to something else.
+        raise c.fail(f"[instruments.{served[0]}] resource",
+                     "given beside [simulation]: a simulated station simulates every "
+                     "instrument and names no resources (remove the resources, or the "
+                     "[simulation] table for a station of real instruments"
+                     f"{'; also ' + ', '.join(served[1:]) if served[1:] else ''})")
     wiring = _wiring(c, data, instruments, sim.n_pairs if sim else None)
     for name in faults:
         if name not in instruments:
@@ -513,6 +587,7 @@ def parse_station(text: str, source: str) -> StationConfig:
         name=c.string(station, "name", "[station] ", "station"),
         miswiring=miswiring,
         faults=faults,
+        reference=_reference(c, data, wiring),
     )
 
 

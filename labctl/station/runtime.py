@@ -29,6 +29,8 @@ import numpy as np
 from instruments import open_adapter
 from instruments.adc_board import AdcBoard
 from instruments.keithley2400 import Keithley2400
+from instruments.keithley2600 import Keithley2600
+from instruments.keysight_b2900 import KeysightB2902A
 from instruments.prober import Prober
 from instruments.switch_matrix import SwitchMatrix
 from instruments.transport import InstrumentError, WireLog, verify_identity
@@ -36,7 +38,7 @@ from labctl.records.session import wire_log_path
 from labctl.station.file import InstrumentConfig, StationConfig
 from labctl.station.oracle import Oracle
 from protocols.station import Capabilities, RawSweep, ShutdownReport
-from protocols.wiring import Channel, Wiring
+from protocols.wiring import TRIGGER_LINE, Channel, Wiring
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,8 @@ def adapters_from(factory: AdapterFactory) -> Iterator[None]:
 
 DRIVER_CLASSES = {
     "keithley2400": Keithley2400,
+    "keithley2600": Keithley2600,
+    "keysight_b2902a": KeysightB2902A,
     "adc_board": AdcBoard,
     "switch_matrix": SwitchMatrix,
     "prober": Prober,
@@ -101,10 +105,21 @@ class Station:
 
     def smu(self, channel: Channel):
         """The driver of an SMU channel (a single-channel instrument is its own channel)."""
-        return self.instruments[channel.instrument]
+        inst = self.instruments[channel.instrument]
+        return inst.channel(channel.channel) if "channels" in inst.capabilities else inst
 
     def smus(self) -> list:
-        return [self.instruments[name] for name in self.wiring.smu_instruments()]
+        """The drivers of every SMU channel that biases a device."""
+        return [self.smu(ch) for ch in self.wiring.smu_channels()]
+
+    def _paired(self, pair: int):
+        """The instrument that sweeps both devices of ``pair`` itself (its two channels in
+        lockstep, one script or one :INIT), or None."""
+        w = self.wiring.pair(pair)
+        if w.a.smu.instrument != w.b.smu.instrument or w.a.smu == w.b.smu:
+            return None
+        inst = self.instruments[w.a.smu.instrument]
+        return inst if inst.capabilities.get("paired_list_sweep") else None
 
     def __enter__(self) -> Station:
         return self
@@ -137,12 +152,16 @@ class Station:
 
     # -- StationInterface --------------------------------------------------------------
     def capabilities(self) -> Capabilities:
-        smus = self.smus()
+        """List sweeps when every pair can run one: on one instrument that sweeps both its
+        channels together, or on two joined by a trigger link."""
+
+        def linked(pair: int) -> bool:
+            w = self.wiring.pair(pair)
+            return all(self.smu(d.smu).capabilities.get("list_sweep")
+                       and self.smu(d.smu).capabilities.get("trigger_link") for d in (w.a, w.b))
+
         return Capabilities(
-            list_sweep=all(
-                s.capabilities.get("list_sweep") and s.capabilities.get("trigger_link")
-                for s in smus
-            )
+            list_sweep=all(self._paired(k) is not None or linked(k) for k in self.wiring.pairs)
             and self.adc.capabilities.get("triggered_acquisition", False)
         )
 
@@ -168,6 +187,9 @@ class Station:
         """One list sweep: the trigger master pacing the pair's other SMU channel and the
         ADC, which samples each step."""
         w = self.wiring.pair(pair)
+        paired = self._paired(pair)
+        if paired is not None:
+            return self._paired_sweep(paired, pair, levels_a, levels_b, nplc=nplc)
         master = self.wiring.trigger_master
         if master not in (w.a.smu, w.b.smu):
             raise InstrumentError(
@@ -196,6 +218,37 @@ class Station:
                 f"list sweep of {n} points returned {len(ra)} readings from {w.a.smu}, "
                 f"{len(rb)} from {w.b.smu} and {len(samples)} ADC samples"
             )
+        return RawSweep(
+            v_a=ra.voltage,
+            v_b=rb.voltage,
+            v_diff=w.adc_polarity * samples["v"],
+            compliance=ra.compliance | rb.compliance,
+            overrange=(samples["status"] & 1).astype(bool),
+        )
+
+    def _paired_sweep(self, inst, pair: int, levels_a: np.ndarray, levels_b: np.ndarray, *,
+                      nplc: float) -> RawSweep:
+        """A list sweep of both devices on the two channels of ``inst`` in lockstep, its
+        trigger output pacing the ADC."""
+        w = self.wiring.pair(pair)
+        n = len(levels_a)
+        by_channel = {w.a.smu.channel: levels_a, w.b.smu.channel: levels_b}
+        first, second = inst.capabilities["channels"]
+        self.adc.arm(n)
+        timeout_s = self.config.instrument_of(w.a.smu).timeout_s
+        wait_s = timeout_s + sweep_duration_bound(n, nplc)
+        self._busy_until = time.monotonic() + wait_s
+        readings = dict(zip((first, second), inst.pair_list_sweep(
+            by_channel[first], by_channel[second], nplc=nplc, trigger_line=TRIGGER_LINE,
+            timeout_s=wait_s), strict=True))
+        self._busy_until = 0.0
+        samples = self.adc.read_samples()
+        self.adc.check_errors_raise()  # (pair_list_sweep ends with the SMU's own check)
+        ra, rb = readings[w.a.smu.channel], readings[w.b.smu.channel]
+        if len(ra) != n or len(rb) != n or len(samples) != n:
+            raise InstrumentError(
+                f"paired list sweep of {n} points on {inst.name} returned {len(ra)} and "
+                f"{len(rb)} readings and {len(samples)} ADC samples")
         return RawSweep(
             v_a=ra.voltage,
             v_b=rb.voltage,
@@ -316,11 +369,12 @@ def _open_one(cfg: InstrumentConfig, wire_log: WireLog, factory: AdapterFactory 
 def _start_simulator(config: StationConfig):
     """Serve the simulated instruments of ``config``; returns (simulator, config with their
     resources filled in)."""
-    from labctl.station.simulated import cabling_for
+    from labctl.station.simulated import cabling_for, smu_models_for
     from simulators.station import SimulatedStation
 
     simulator = SimulatedStation(
-        config.simulation, cabling=cabling_for(config), faults=config.faults
+        config.simulation, cabling=cabling_for(config), faults=config.faults,
+        smu_models=smu_models_for(config),
     ).start()
     served = simulator.resources()
     instruments = {}
@@ -372,7 +426,30 @@ def open_station(config: StationConfig, adapter_factory: AdapterFactory | None =
         if simulator is not None:
             simulator.stop()
         raise
+    _cap_voltage_sources(config, opened)
     return Station(config, opened, simulator, identities, logs, failures)
+
+
+def _cap_voltage_sources(config: StationConfig, opened: dict) -> None:
+    """Cap every SMU driver that can source voltage at its channel's pair limits (the
+    smallest of the pairs it biases): |V| <= compliance_v, current compliance <=
+    max_current_a (no I/O: the drivers' validators refuse beyond them); and its voltage
+    ramp step at ramp_step_a x min_resistance_ohm, so that no voltage step can move a
+    healthy device's current by more than a current ramp step."""
+    ratings = config.wiring.ratings
+    for channel in config.wiring.smu_channels():
+        smu = opened.get(channel.instrument)
+        if smu is None or not hasattr(smu, "limit_voltage_source"):
+            continue
+        limits = [p.limits for p in config.wiring.pairs.values()
+                  if channel in (p.a.smu, p.b.smu)]
+        # Never above the instrument's own ranges (the class caps are those).
+        cls = type(smu)
+        smu.limit_voltage_source(
+            max_abs_v=min(cls.voltage_cap_v, *(lim.compliance_v for lim in limits)),
+            max_compliance_a=min(cls.compliance_cap_a, *(lim.max_current_a for lim in limits)))
+        smu.ramp_step_v = min(cls.ramp_step_v, *(lim.ramp_step_a * ratings.min_resistance_ohm
+                                                 for lim in limits))
 
 
 def sweep_duration_bound(points: int, nplc: float) -> float:

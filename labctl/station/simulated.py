@@ -5,19 +5,27 @@ channel on the matrix row its devices' switch channels name (``1Akk`` row A, ``1
 row B), each ADC input reading what the pairs on it declare (``adc_polarity``), and the
 trigger master's output line fanned out to every other SMU and the ADC. A
 ``[simulation.miswire]`` table departs from the declaration on purpose (reversed or open
-ADC input), to rehearse a miswired bench.
+ADC input), to rehearse a miswired bench. A ``[reference]`` resistor is served as
+``Cabling.reference_load_ohm``: on the switch channels the file names for it, which must be
+the simulated matrix's column 00 of each SMU channel's row (``1A00``, ``1B00``), or
+hard-wired to every SMU channel in place of the matrix when it names none.
 """
 
 from __future__ import annotations
 
 import re
 
-from labctl.station.file import StationConfig, StationFileError
-from protocols.wiring import Channel
+from labctl.station.file import SMU_DRIVERS, StationConfig, StationFileError
+from protocols.wiring import TRIGGER_LINE, Channel
 from simulators.cabling import ADC_TRIGGER_LINE, AdcInputCable, Cabling, SmuCable, TriggerCable
 
 _SIM_CHANNEL = re.compile(r"^1([AB])\d\d$")
-TRIGGER_LINE = 1  # the line the drivers' list sweeps use (instruments.keithley2400)
+
+
+def smu_models_for(config: StationConfig) -> dict[str, str]:
+    """The simulated model of each SMU instrument: its station-file driver."""
+    return {name: cfg.driver for name, cfg in config.instruments.items()
+            if cfg.driver in SMU_DRIVERS}
 
 
 def cabling_for(config: StationConfig) -> Cabling:
@@ -65,9 +73,27 @@ def cabling_for(config: StationConfig) -> Cabling:
                 for c in smus if c.instrument != master.instrument]
     triggers.append(TriggerCable(master.instrument, TRIGGER_LINE, w.adc, ADC_TRIGGER_LINE))
     prober = w.prober or "prober"
+    ohms, ref_channels = _reference_cabling(config, rows)
     try:
         return Cabling(smus=tuple(smus), adc=w.adc, switch=w.switch, prober=prober,
-                       adc_inputs=tuple(adc_cables), triggers=tuple(triggers)).validate()
+                       adc_inputs=tuple(adc_cables), triggers=tuple(triggers),
+                       reference_load_ohm=ohms, reference_channels=ref_channels).validate()
     except ValueError as exc:
         raise StationFileError(f"{config.source}: the simulator cannot be cabled so: {exc}"
                                ) from None
+
+
+def _reference_cabling(config: StationConfig, rows: dict[Channel, str]
+                       ) -> tuple[float | None, tuple[str, ...]]:
+    """(Ohm, switch channels) of the station's reference resistor in the simulator."""
+    ref = config.reference
+    if ref is None:
+        return None, ()
+    for smu, name in sorted(ref.channels.items()):
+        if name != f"1{rows[smu]}00":
+            raise StationFileError(
+                f"{config.source}: [reference.channels] {smu}: {name!r} does not exist on the "
+                f"simulated matrix; it reaches the reference on column 00 of the SMU's row: "
+                f"1{rows[smu]}00"
+            )
+    return ref.ohms, tuple(sorted(ref.channels.values()))
