@@ -13,6 +13,8 @@ Sections (``--only`` picks some; ``mnist`` runs only when asked for, it takes mi
 - ``mnist``: `labctl simulate mnist` on ../shared/datasets/mnist.
 - ``storm``: 100 random signals (SIGINT, SIGTERM, SIGHUP, SIGKILL, seeded) over real
   `labctl train iris` and `labctl iv` processes; tried and held per signal.
+- ``sweep``: a 2 x 4 grid of short Iris runs (`labctl sweep`): local executor with 2
+  workers against 1, side by side, and a Dask LocalCluster's overhead per cell.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-SECTIONS = ("smu", "transport", "protocol", "train", "replay", "mnist", "storm")
+SECTIONS = ("smu", "transport", "protocol", "train", "replay", "mnist", "storm", "sweep")
 DEFAULT = ("smu", "transport", "protocol", "train", "replay")
 
 
@@ -154,6 +156,10 @@ def run(args: argparse.Namespace) -> int:
 
         result = storm(100, 0)
         results["storm"] = {k: v for k, v in result.items() if k != "runs"}
+    if "sweep" in sections:
+        from labctl.bench.sweep import run as sweep
+
+        results["sweep"] = sweep()
     if args.json:
         print(json.dumps(results, indent=2, default=float))
     else:
