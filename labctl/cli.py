@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 
 from instruments.transport import InstrumentError
@@ -41,12 +42,43 @@ def _chosen(argv: list[str]) -> tuple[str, ...] | None:
     return None
 
 
+# Negative numbers in scientific notation (-30e-6) are values, not options, as -30 is.
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?[a-zA-Zµ]*$")
+
+
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" where the help does not already say it and X is a value."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if "default" in text or action.default in (None, False, argparse.SUPPRESS):
+            return text
+        return super()._get_help_string(action)
+
+
+class Parser(argparse.ArgumentParser):
+    """Every labctl parser: defaults shown in --help, no abbreviated options (``--pai 3``
+    is an error, not ``--pairs 3``), negative values in any notation, ``-v`` anywhere."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _Help)
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+        self._negative_number_matcher = _NEGATIVE_NUMBER
+
+
+def _verbose(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("-v", "--verbose", action="store_true", default=default,
+                        help="log instrument traffic")
+
+
 def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The parser; with ``argv``, only the chosen command's module is imported (fast start)."""
     chosen = _chosen(argv) if argv is not None else None
-    parser = argparse.ArgumentParser(prog="labctl", description=__doc__)
-    parser.add_argument("-v", "--verbose", action="store_true", help="log instrument traffic")
-    top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parser = Parser(prog="labctl", description=__doc__)
+    _verbose(parser, False)
+    top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                parser_class=Parser)
     groups: dict[str, argparse._SubParsersAction] = {}
     for words, module, help_text in COMMANDS:
         if len(words) == 1:
@@ -55,12 +87,14 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             if words[0] not in groups:
                 grp = top.add_parser(words[0], help=f"{words[0]} commands")
                 groups[words[0]] = grp.add_subparsers(
-                    dest="subcommand", required=True, metavar="SUBCOMMAND"
+                    dest="subcommand", required=True, metavar="SUBCOMMAND", parser_class=Parser
                 )
             sub = groups[words[0]].add_parser(words[1], help=help_text, description=help_text)
         if argv is not None and words != chosen:
             continue
         mod = importlib.import_module(module)
+        # -v after the command too; SUPPRESS keeps a -v given before it
+        _verbose(sub, argparse.SUPPRESS)
         mod.add_arguments(sub)
         sub.set_defaults(_run=mod.run)
     return parser

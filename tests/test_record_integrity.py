@@ -523,10 +523,12 @@ def test_wire_replay_refuses_a_recorded_resume_of_another_session(recorded, tmp_
     before = tree_bytes(other)
     session = copy_session(recorded["train"], tmp_path / "s")
     argv = lines_of(session)[0][1]["argv"]
-    for option in ("--resume", "--res"):  # an abbreviation lands in the same place
-        _set_argv(session, [*argv, option, str(other)])
-        err = refused(labctl("replay", session, "--wire", cwd=tmp_path))
-        assert f"continues session {str(other)!r}" in err and "refused" in err, err
+    _set_argv(session, [*argv, "--resume", str(other)])
+    err = refused(labctl("replay", session, "--wire", cwd=tmp_path))
+    assert f"continues session {str(other)!r}" in err and "refused" in err, err
+    _set_argv(session, [*argv, "--res", str(other)])  # no abbreviations: it does not parse
+    err = refused(labctl("replay", session, "--wire", cwd=tmp_path))
+    assert "does not parse" in err and "unrecognized arguments: --res" in err, err
     assert tree_bytes(other) == before
     assert not (session / "wire-replay").exists()
 

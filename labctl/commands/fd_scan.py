@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--points", type=int, default=41, help="test currents per dI")
     parser.add_argument("--fine-points", type=int, default=401, help="points of the fine I-V sweep")
-    parser.add_argument("--nplc", type=float, default=1.0)
+    parser.add_argument("--nplc", type=float, default=1.0,
+                        help="SMU integration time (power-line cycles)")
     add_station_arguments(parser)
 
 

@@ -15,6 +15,7 @@ from labctl.commands.lifecycle import (
     report_problem,
     station_config,
 )
+from labctl.commands.units import quantity
 from labctl.records.session import data_key
 from protocols.engine import Engine
 from protocols.finite_difference import iv_sweep
@@ -25,12 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--points", type=int, default=101, help="currents in the sweep")
     parser.add_argument(
         "--i-max",
-        type=float,
+        type=quantity("A"),
         dest="i_max",
         help="sweep over [-I, I] in A (default: the pair's max_current_a)",
     )
     parser.add_argument("--nplc", type=float, default=1.0, help="SMU integration (NPLC)")
-    parser.add_argument("--mode", choices=["auto", "list", "host"], default="auto")
+    parser.add_argument("--mode", choices=["auto", "list", "host"], default="auto",
+                        help="list sweeps on the trigger cabling, point by point from the host, "
+                             "or whichever the station can")
     parser.add_argument(
         "--out", type=Path, help="directory for iv.csv and iv.png (default: the session directory)"
     )

@@ -23,6 +23,7 @@ from labctl.commands.lifecycle import (
     resume_station,
     station_config,
 )
+from labctl.commands.units import quantity
 from labctl.records.session import Session, find_session
 from labctl.training.iris import BACKENDS, IrisSettings, summarise, train_folds
 from labctl.training.iris_record import RecordedRun, RecordSink, ReplaySource
@@ -46,10 +47,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"derivative source: {', '.join(GRAD_MODES)}; a comma-separated "
         "list runs each on the same seeds and prints a comparison",
     )
-    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULTS.backend)
-    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs)
+    parser.add_argument("--backend", choices=BACKENDS, default=DEFAULTS.backend,
+                        help="station: the devices on the station; model: the simulator's "
+                             "device model, offline")
+    parser.add_argument("--epochs", type=int, default=DEFAULTS.epochs,
+                        help="most epochs per fold")
     parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help="learning rate")
-    parser.add_argument("--optimizer", choices=["adam", "sgd"], default=DEFAULTS.optimizer)
+    parser.add_argument("--optimizer", choices=["adam", "sgd"], default=DEFAULTS.optimizer,
+                        help="weight update rule")
     parser.add_argument(
         "--schedule",
         choices=["constant", "step", "exponential", "cosine"],
@@ -69,22 +74,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--patience", type=int, help="early stopping on validation loss after this many epochs"
     )
-    parser.add_argument("--di", type=float, default=DEFAULTS.di, help="finite-difference step (A)")
+    parser.add_argument("--di", type=quantity("A"), default=DEFAULTS.di,
+                        help="finite-difference step (A; e.g. 1e-6 or 1uA)")
     parser.add_argument(
         "--i-center",
-        type=float,
+        type=quantity("A"),
         dest="i_center",
         help="bias current at zero pre-activation (A; default: 40 %% of the station's current "
         f"limit, {DEFAULTS.i_center:g} A on the model backend)",
     )
     parser.add_argument(
         "--i-scale",
-        type=float,
+        type=quantity("A"),
         dest="i_scale",
         help="bias current per unit pre-activation (A; default: 20 %% of the station's current "
         f"limit, {DEFAULTS.i_scale:g} A on the model backend)",
     )
-    parser.add_argument("--nplc", type=float, default=DEFAULTS.nplc)
+    parser.add_argument("--nplc", type=float, default=DEFAULTS.nplc,
+                        help="SMU integration time (power-line cycles)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary only")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument(

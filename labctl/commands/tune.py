@@ -24,6 +24,7 @@ from labctl.commands.lifecycle import (
     report_problem,
     station_config,
 )
+from labctl.commands.units import quantity
 from labctl.records.session import data_key
 from protocols.engine import Engine
 from protocols.intents import DEVICES, Checkpoint
@@ -45,10 +46,11 @@ VERIFY_KEYS = (("current_a", "A"), ("v_a", "V"), ("v_b", "V"))
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pair", type=int, required=True, help="pair number (1-based)")
     parser.add_argument(
-        "--i-off", type=float, required=True, dest="i_off", help="target I_off of both devices (A)"
+        "--i-off", type=quantity("A"), required=True, dest="i_off",
+        help="target I_off of both devices (A; e.g. -30e-6 or -30uA)"
     )
     parser.add_argument(
-        "--tolerance", type=float, default=2e-6, help="accepted |I_off - target| (A, default 2e-6)"
+        "--tolerance", type=quantity("A"), default=2e-6, help="accepted |I_off - target| (A)"
     )
     parser.add_argument(
         "--max-pulses",
@@ -71,7 +73,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="points of the final verification sweep over [-I_max, I_max] (default 201)",
     )
     parser.add_argument("--nplc", type=float, default=1.0, help="SMU integration (NPLC)")
-    parser.add_argument("--mode", choices=["auto", "list", "host"], default="auto")
+    parser.add_argument("--mode", choices=["auto", "list", "host"], default="auto",
+                        help="list sweeps on the trigger cabling, point by point from the host, "
+                             "or whichever the station can")
     add_station_arguments(parser)
 
 
