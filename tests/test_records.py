@@ -283,10 +283,10 @@ def test_list_sessions_mixes_good_interrupted_and_junk(tmp_path):
     (tmp_path / "zz-garbage" / "documents.jsonl").write_bytes(b"\xff\xfe not json\n")
     (tmp_path / "notes.txt").write_text("not a session")
 
-    try:
-        summaries = {s.id: s for s in list_sessions(tmp_path)}
-    finally:
-        interrupted.stop("abort")  # only to release the file; the listing was taken before
+    running = {s.id: s.status for s in list_sessions(tmp_path)}[interrupted.path.name]
+    assert running == "running"  # its writer holds the session open
+    interrupted._file.close()  # as a kill -9 would: no stop document, the lock released
+    summaries = {s.id: s for s in list_sessions(tmp_path)}
     assert set(summaries) == {good.name, failed.name, interrupted.path.name,
                               "zz-junk", "zz-empty", "zz-garbage"}
     assert summaries[good.name].status == "success"
