@@ -92,3 +92,37 @@ def error_vs_step(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return path
+
+
+def gradient_fidelity(path: Path, series: dict[str, dict[str, list[float]]], title: str) -> Path:
+    """Per epoch: the cosine between the measured and the exact weight gradient (left) and
+    the median and 90th percentile of |measured / exact dV/dI - 1| (right, log scale).
+
+    ``series`` maps a label (a fold) to ``grad_cosine``, ``dvdi_err_median`` and
+    ``dvdi_err_p90`` lists, one value per epoch (NaN: not known, left out).
+    """
+    fig = _figure((10, 4))
+    ax_cos, ax_err = fig.subplots(1, 2)
+    for i, (label, f) in enumerate(series.items()):
+        colour = f"C{i % 10}"
+        cos = np.asarray(f.get("grad_cosine", []), dtype=float)
+        ax_cos.plot(np.arange(1, len(cos) + 1), cos, "-", color=colour, label=label)
+        for key, style in (("dvdi_err_median", "-"), ("dvdi_err_p90", "--")):
+            err = np.asarray(f.get(key, []), dtype=float)
+            shown = np.isfinite(err) & (err > 0)  # a log axis cannot show 0
+            if shown.any():
+                ax_err.semilogy(np.flatnonzero(shown) + 1, err[shown], style, color=colour,
+                                label=f"{label} {'median' if key.endswith('median') else 'p90'}")
+    ax_cos.set_xlabel("epoch")
+    ax_cos.set_ylabel("cos(measured, exact weight gradient)")
+    ax_cos.set_ylim(min(-0.05, ax_cos.get_ylim()[0]), 1.05)
+    ax_err.set_xlabel("epoch")
+    ax_err.set_ylabel("|measured / exact dV/dI - 1|")
+    for ax in (ax_cos, ax_err):
+        ax.grid(alpha=0.3, which="both")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return path

@@ -2,7 +2,8 @@
 
 I-V curves (``iv`` stream), derivative error against dI (``fd_scan``), training curves
 and the measured-against-analytic derivative scatter (``epoch``/``fold``; the analytic
-curve is rebuilt from the recorded simulation settings, so it exists for simulated runs).
+curve is rebuilt from the recorded simulation settings, so it exists for simulated runs),
+and the per-epoch gradient fidelity (``fidelity.png``) where the epochs recorded it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import numpy as np
 from labctl import plots
 from labctl.commands.session_args import session_argument
 from labctl.records.session import RecordError, Session, contained_path, find_session
+from labctl.training.derivative_sources import measured_mode
 from labctl.training.iris_record import RecordedRun
 
 IV_KEYS = dict.fromkeys(("current_a", "v_a", "v_b"), "number")
@@ -34,7 +36,7 @@ def _analytic_dvdi(session: Session, run: RecordedRun, currents: np.ndarray):
         from labctl.training.neurons import ModelNeurons
 
         return ModelNeurons(
-            n, variability=s.variability, seed=s.seed * 10, di=s.di, grad=s.grad
+            n, variability=s.variability, seed=s.seed * 10, di=s.di, grad=measured_mode(s.grad)
         ).exact_dvdi(currents)
     sim = session.start.get("config", {}).get("station", {}).get("simulation")
     if not sim:
@@ -110,6 +112,11 @@ def run(args: argparse.Namespace) -> int:
                 out / "training.png", {f"fold {f + 1}": h for f, h in by_fold.items()}, title
             )
         )
+        fidelity = {f"fold {f + 1}": run_.fidelity(f) for f in by_fold}
+        if any(np.isfinite(v).any() for f in fidelity.values() for v in f.values()):
+            made.append(plots.gradient_fidelity(
+                out / "fidelity.png", fidelity, f"{title}: gradient fidelity ({run_.settings.grad})"
+            ))
         last = max(run_.epochs)
         measured = run_.measurements(*last)
         block = measured[0] if measured.size else None  # layer 1: (rows, n, [I, V, dV/dI])

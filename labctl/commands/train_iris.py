@@ -4,6 +4,11 @@ Hidden neurons are MTJ pairs: on the probe station (``--backend station``, defau
 with no station file the built-in simulated station) or the simulator's device physics
 called in-process (``--backend model``). Every run is a session record; ``--resume``
 continues an interrupted one from its last completed epoch.
+
+``--task rings|spirals|xor`` trains a 2-D task instead of Iris (same command, sessions,
+replay, resume and sweeps); ``--activation tanh|linear`` and the control derivative
+sources ``--grad constant|shuffled|nominal-model`` are the controls that tell whether the
+measured derivative matters.
 """
 
 from __future__ import annotations
@@ -25,10 +30,17 @@ from labctl.commands.lifecycle import (
 )
 from labctl.commands.units import quantity
 from labctl.records.session import Session, find_session
+from labctl.training.derivative_sources import (
+    CONTROL_MODES,
+    DERIVATIVE_SOURCES,
+    ControlledNeurons,
+    measured_mode,
+)
 from labctl.training.iris import BACKENDS, IrisSettings, summarise, train_folds
 from labctl.training.iris_record import RecordedRun, RecordSink, ReplaySource
-from labctl.training.neurons import GRAD_MODES, ModelNeurons
+from labctl.training.neurons import ACTIVATIONS, ModelNeurons
 from labctl.training.station_neurons import StationNeurons
+from labctl.training.tasks import TASKS
 from protocols.engine import Engine
 from protocols.preflight import check_pairs, refuse_failed
 
@@ -44,9 +56,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--grad",
         default=DEFAULTS.grad,
-        help=f"derivative source: {', '.join(GRAD_MODES)}; a comma-separated "
+        help=f"derivative source: {', '.join(DERIVATIVE_SOURCES)} (the last three are "
+        "controls: the batch's mean measured slope, the measured slopes permuted across "
+        "samples and neurons, the nominal device model's slope); a comma-separated "
         "list runs each on the same seeds and prints a comparison",
     )
+    parser.add_argument("--task", choices=TASKS, default=DEFAULTS.task,
+                        help="what is learnt: iris, or a seeded 2-D task (two rings, two "
+                             "spirals, XOR clusters; 200 points, see labctl.training.tasks)")
+    parser.add_argument("--activation", choices=ACTIVATIONS, default=DEFAULTS.activation,
+                        help="hidden nonlinearity of the network under training: mtj "
+                             "neurons, or the software controls tanh and linear")
     parser.add_argument("--backend", choices=BACKENDS, default=DEFAULTS.backend,
                         help="station: the devices on the station; model: the simulator's "
                              "device model, offline")
@@ -61,6 +81,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=DEFAULTS.schedule,
         help="learning-rate decay",
     )
+    parser.add_argument("--decay-factor", type=float, dest="decay_factor",
+                        default=DEFAULTS.decay_factor,
+                        help="learning-rate factor of the exponential (per epoch) and step "
+                             "(per --step-size epochs) schedules, in (0, 1]")
+    parser.add_argument("--step-size", type=int, dest="step_size", default=DEFAULTS.step_size,
+                        help="epochs between the step schedule's decays")
     parser.add_argument(
         "--weight-decay",
         type=float,
@@ -144,42 +170,71 @@ def settings_from(args: argparse.Namespace, grad: str, variability: str,
         i_scale=bias[1],
         nplc=args.nplc,
         variability=variability,
+        task=args.task,
+        activation=args.activation,
+        decay_factor=args.decay_factor,
+        step_size=args.step_size,
     )
 
 
 class LiveSource:
-    """Hidden layers on the station (pairs 1.. in order) or in the device model."""
+    """Hidden layers on the station (pairs 1.. in order) or in the device model; a control
+    derivative source wraps each in :class:`ControlledNeurons`."""
 
     def __init__(self, settings: IrisSettings, engine: Engine | None = None):
         s = settings
+        self.engine = engine
+        mode = measured_mode(s.grad)
         if s.backend == "station":
-            self._layers = [
+            self.devices: list = [
                 StationNeurons(
                     engine,
                     list(range(1 + i * s.hidden, 1 + (i + 1) * s.hidden)),
                     di=s.di,
-                    grad=s.grad,
+                    grad=mode,
                 )
                 for i in range(s.layers)
             ]
         else:
-            self._layers = [
+            self.devices = [
                 ModelNeurons(
                     s.hidden,
                     variability=s.variability,
                     seed=s.seed * 10 + i,
                     di=s.di,
-                    grad=s.grad,
+                    grad=mode,
                     nplc=s.nplc,
                 )
                 for i in range(s.layers)
             ]
+        self._layers = [
+            ControlledNeurons(d, s.grad, seed=s.seed * 10 + i) if s.grad in CONTROL_MODES
+            else d
+            for i, d in enumerate(self.devices)
+        ]
 
     def layers(self, fold: int):
         return self._layers
 
     def before_epoch(self, fold: int, epoch: int) -> None:
-        pass
+        for layer in self._layers:
+            if isinstance(layer, ControlledNeurons):
+                layer.before_epoch(fold, epoch)
+
+    def exact_derivatives(self, fold: int):
+        """Per layer, the exact dV/dI (Ohm) at bias currents (A): the device model's, or the
+        simulated station's oracle; None on a station of real devices."""
+        out = []
+        for d in self.devices:
+            if isinstance(d, ModelNeurons):
+                out.append(d.exact_dvdi)
+            elif self.engine is not None and self.engine.station.oracle is not None:
+                oracle, pairs = self.engine.station.oracle, d.pairs
+                out.append(lambda currents, oracle=oracle, pairs=pairs: oracle.dvdi(
+                    pairs, currents))
+            else:
+                return None
+        return out
 
 
 def _progress(args, settings: IrisSettings):
@@ -236,24 +291,30 @@ def _preflight(engine: Engine, wiring, settings: IrisSettings, writer) -> None:
     refuse_failed(checks)
 
 
+def _task_title(settings: IrisSettings) -> str:
+    return "Iris" if settings.task == "iris" else settings.task
+
+
 def _plots(path: Path, results, source: LiveSource, settings: IrisSettings, station) -> None:
+    kind = "MTJ" if settings.activation == "mtj" else settings.activation
     plots.training_curves(
         path / "training.png",
         {f"fold {r.fold + 1}": r.history for r in results[:1]}
         | {"tanh fold 1": results[0].tanh_history},
-        f"Iris, {settings.layers} x {settings.hidden} MTJ, {settings.grad}",
+        f"{_task_title(settings)}, {settings.layers} x {settings.hidden} {kind}, "
+        f"{settings.grad}",
     )
+    if settings.activation != "mtj":
+        return  # no neuron was used
     layer = source.layers(0)[0]
     limit = station.wiring.max_current_a() if station is not None else 100e-6
     top = min(0.9 * limit, limit - settings.di)
     currents = np.linspace(-0.5 * limit, top, 57)[:, None] * np.ones((1, layer.n))
     measured = layer.measure(currents).dvdi
-    if isinstance(layer, ModelNeurons):
-        analytic = layer.exact_dvdi(currents)
-    elif station is not None and station.oracle is not None:
-        analytic = station.oracle.dvdi(layer.pairs, currents)
-    else:
+    exact = source.exact_derivatives(0)
+    if exact is None:
         return
+    analytic = exact[0](currents)
     plots.derivative_scatter(
         path / "derivative.png",
         analytic.ravel(),
@@ -306,10 +367,14 @@ def _resume(args) -> int:
 
 
 def iris_headline(summary: dict, settings) -> str:
-    """One line of a training's result: MTJ and tanh accuracy over the folds."""
-    return (f"MTJ {summary['accuracy']:.2%} +- {summary['accuracy_std']:.2%}, tanh "
+    """One line of a training's result: MTJ (or the control network's) and tanh accuracy
+    over the folds."""
+    activation = getattr(settings, "activation", "mtj")
+    kind = "MTJ" if activation == "mtj" else activation
+    task = getattr(settings, "task", "iris")
+    return (f"{kind} {summary['accuracy']:.2%} +- {summary['accuracy_std']:.2%}, tanh "
             f"{summary['tanh_accuracy']:.2%} ({settings.folds} folds, {summary['grad']}, "
-            f"{settings.backend})")
+            f"{settings.backend}{'' if task == 'iris' else ', ' + task})")
 
 
 def _print_summary(args, summaries: dict) -> None:
@@ -320,10 +385,11 @@ def _print_summary(args, summaries: dict) -> None:
             )
         )
         return
-    print(f"{'grad':<8} {'MTJ accuracy':>14} {'tanh accuracy':>14}  session")
+    w = max(8, *map(len, summaries))  # "nominal-model" is wider than the old modes
+    print(f"{'grad':<{w}} {'MTJ accuracy':>14} {'tanh accuracy':>14}  session")
     for grad, s in summaries.items():
         print(
-            f"{grad:<8} {s['accuracy']:>8.2%} +- {s['accuracy_std']:.1%} "
+            f"{grad:<{w}} {s['accuracy']:>8.2%} +- {s['accuracy_std']:.1%} "
             f"{s['tanh_accuracy']:>7.2%} +- {s['tanh_accuracy_std']:.1%}  {s['session']}"
         )
 
@@ -332,9 +398,11 @@ def run(args: argparse.Namespace) -> int:
     if args.resume is not None:
         return _resume(args)
     grads = [g.strip() for g in args.grad.split(",") if g.strip()]
-    bad = [g for g in grads if g not in GRAD_MODES]
+    bad = [g for g in grads if g not in DERIVATIVE_SOURCES]
     if bad or not grads:
-        raise ValueError(f"--grad must be among {', '.join(GRAD_MODES)}, got {args.grad!r}")
+        raise ValueError(
+            f"--grad must be among {', '.join(DERIVATIVE_SOURCES)}, got {args.grad!r}"
+        )
     summaries: dict[str, dict] = {}
     for grad in grads:
         _train_one(args, grad, summaries)

@@ -4,6 +4,12 @@
 differs is only where the hidden layers' measurements come from (``neuron_source``) and
 where each epoch goes (``sink``). Because the trainer is deterministic given its
 measurements, feeding it recorded measurements reproduces a run bit for bit.
+
+Besides Iris the same loop trains the 2-D tasks of :mod:`labctl.training.tasks`
+(``task``), and controls: a tanh or linear network in place of the MTJ one
+(``activation``) and control derivative sources (``grad``, see
+:mod:`labctl.training.derivative_sources`). Every epoch row carries the gradient fidelity
+(:mod:`labctl.training.fidelity`) when the neuron source can give exact derivatives.
 """
 
 from __future__ import annotations
@@ -14,10 +20,19 @@ from typing import Protocol
 
 import numpy as np
 
-from labctl.training.iris_data import load_iris, standardise, stratified_folds
+from labctl.training.derivative_sources import DERIVATIVE_SOURCES
+from labctl.training.fidelity import FIDELITY_KEYS, GradientFidelity, empty_fidelity
+from labctl.training.iris_data import standardise, stratified_folds
 from labctl.training.mlp import MLP, HiddenLayer, TrainConfig, Trainer
 from labctl.training.neuron_record import RecordingNeurons
-from labctl.training.neurons import GRAD_MODES, MTJActivation, NeuronArray, TanhActivation
+from labctl.training.neurons import (
+    ACTIVATIONS,
+    LinearActivation,
+    MTJActivation,
+    NeuronArray,
+    TanhActivation,
+)
+from labctl.training.tasks import TASKS, load_task, task_shape
 
 BACKENDS = ("station", "model")
 
@@ -45,6 +60,14 @@ class IrisSettings:
     nplc: float = 1.0
     #: The simulated devices' preset; None for a station of real devices (train_iris).
     variability: str | None = "nominal"
+    #: What is learnt: ``iris`` or a 2-D task of :mod:`labctl.training.tasks`.
+    task: str = "iris"
+    #: The network under training's hidden nonlinearity: ``mtj``, ``tanh`` or ``linear``.
+    activation: str = "mtj"
+    #: Learning-rate factor of the ``exponential`` (per epoch) and ``step`` schedules.
+    decay_factor: float = 0.5
+    #: Epochs between the ``step`` schedule's decays.
+    step_size: int = 10
 
     def validate(self, max_current_a: float, n_pairs: int | None) -> None:
         """Refuse impossible settings before any instrument is touched (ValueError, why)."""
@@ -52,18 +75,44 @@ class IrisSettings:
             raise ValueError(f"--layers must be 1 or 2, got {self.layers}")
         if self.hidden < 1:
             raise ValueError(f"--hidden must be at least 1 neuron, got {self.hidden}")
-        if self.grad not in GRAD_MODES:
-            raise ValueError(f"--grad must be one of {', '.join(GRAD_MODES)}, got {self.grad!r}")
+        if self.grad not in DERIVATIVE_SOURCES:
+            raise ValueError(
+                f"--grad must be one of {', '.join(DERIVATIVE_SOURCES)}, got {self.grad!r}"
+            )
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(
+                f"--activation must be one of {', '.join(ACTIVATIONS)}, got {self.activation!r}"
+            )
+        if self.task not in TASKS:
+            raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if isinstance(self.decay_factor, bool) or not 0 < self.decay_factor <= 1:
+            raise ValueError(
+                f"--decay-factor must be in (0, 1] (1: no decay), got {self.decay_factor}"
+            )
+        if isinstance(self.step_size, bool) or self.step_size < 1:
+            raise ValueError(
+                f"--step-size must be a positive number of epochs, got {self.step_size}"
+            )
         if self.backend not in BACKENDS:
             raise ValueError(
                 f"--backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}"
             )
-        if not 2 <= self.folds <= 150:
-            raise ValueError(
-                f"--folds must be between 2 and the 150 Iris samples, got {self.folds}"
-            )
-        if self.folds > 50:
-            raise ValueError(f"--folds {self.folds} is more than the 50 samples of each Iris class")
+        if self.task == "iris":
+            if not 2 <= self.folds <= 150:
+                raise ValueError(
+                    f"--folds must be between 2 and the 150 Iris samples, got {self.folds}"
+                )
+            if self.folds > 50:
+                raise ValueError(
+                    f"--folds {self.folds} is more than the 50 samples of each Iris class"
+                )
+        else:
+            smallest = task_shape(self.task)[2]
+            if not 2 <= self.folds <= smallest:
+                raise ValueError(
+                    f"--folds must be between 2 and the {smallest} samples of each "
+                    f"{self.task} class, got {self.folds}"
+                )
         if not self.di > 0:
             raise ValueError(f"--di must be positive, got {self.di}")
         if n_pairs is not None and self.layers * self.hidden > n_pairs:
@@ -96,6 +145,8 @@ class IrisSettings:
             batch_size=self.batch_size,
             patience=self.patience,
             restore_best=self.patience is not None,
+            gamma=self.decay_factor,
+            step_size=self.step_size,
             seed=self.seed * 1000 + fold,
         )
 
@@ -115,6 +166,8 @@ class FoldResult:
     history: dict = field(default_factory=dict)
     tanh_history: dict = field(default_factory=dict)
     weights: list[np.ndarray] = field(default_factory=list)
+    #: Per-epoch gradient fidelity: FIDELITY_KEYS -> one value per epoch (NaN: none).
+    fidelity: dict[str, list[float]] = field(default_factory=dict)
 
 
 class NeuronSource(Protocol):
@@ -123,6 +176,10 @@ class NeuronSource(Protocol):
     def layers(self, fold: int) -> list[NeuronArray]: ...
 
     def before_epoch(self, fold: int, epoch: int) -> None: ...
+
+    # Optional: ``exact_derivatives(fold)`` -> one callable per hidden layer giving the
+    # exact dV/dI (Ohm) at bias currents (A), or None; train_folds then records the
+    # gradient fidelity of every epoch.
 
 
 class EpochSink(Protocol):
@@ -136,8 +193,8 @@ class EpochSink(Protocol):
 
 
 def fold_data(settings: IrisSettings):
-    """The standardised (x_train, y_train, x_val, y_val) of every fold."""
-    x, y = load_iris()
+    """The standardised (x_train, y_train, x_val, y_val) of every fold of the task."""
+    x, y = load_task(settings.task, settings.seed)
     out = []
     for train_idx, val_idx in stratified_folds(y, settings.folds, settings.seed):
         xt, xv = standardise(x[train_idx], x[val_idx])
@@ -152,14 +209,25 @@ def activation(settings: IrisSettings, max_current_a: float) -> MTJActivation:
 
 
 def build_network(
-    settings: IrisSettings, fold: int, neurons: list[NeuronArray] | None, act: MTJActivation | None
+    settings: IrisSettings,
+    fold: int,
+    neurons: list[NeuronArray] | None,
+    act: MTJActivation | None,
+    *,
+    activation: str | None = None,
 ) -> MLP:
-    """The fold's MLP: MTJ layers over ``neurons``, or tanh layers when neurons is None."""
-    if neurons is None:
-        hidden = [HiddenLayer(settings.hidden, TanhActivation()) for _ in range(settings.layers)]
-    else:
+    """The fold's MLP: MTJ layers over ``neurons``, or tanh layers when neurons is None;
+    ``activation`` ``tanh`` or ``linear`` builds those software layers instead."""
+    kind = activation or ("tanh" if neurons is None else "mtj")
+    if kind == "mtj":
+        if neurons is None:
+            raise ValueError("an MTJ network needs neuron arrays")
         hidden = [HiddenLayer(settings.hidden, act, n) for n in neurons]
-    return MLP(4, hidden, 3, seed=settings.seed * 1000 + fold, dtype=np.float64)
+    else:
+        software = TanhActivation if kind == "tanh" else LinearActivation
+        hidden = [HiddenLayer(settings.hidden, software()) for _ in range(settings.layers)]
+    n_in, n_out, _ = task_shape(settings.task)
+    return MLP(n_in, hidden, n_out, seed=settings.seed * 1000 + fold, dtype=np.float64)
 
 
 def _fold_accuracy(trainer: Trainer) -> tuple[float, int | None]:
@@ -192,13 +260,19 @@ def train_folds(
         xt, yt, xv, yv = data[fold]
         layers = neuron_source.layers(fold)
         recorders = [RecordingNeurons(n) for n in layers]
-        model = build_network(settings, fold, recorders, act)
+        model = build_network(settings, fold, recorders, act, activation=settings.activation)
+        probe = _fidelity_probe(settings, neuron_source, fold)
+        fidelity: dict[str, list[float]] = {k: [] for k in FIDELITY_KEYS}
 
-        def on_epoch(e, history, weights, fold=fold, recorders=recorders):
+        def on_epoch(e, history, weights, fold=fold, recorders=recorders, probe=probe,
+                     fidelity=fidelity):
             row = {
                 k: getattr(history, k)[-1]
                 for k in ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr")
             }
+            row |= probe.take() if probe is not None else empty_fidelity()
+            for k in FIDELITY_KEYS:
+                fidelity[k].append(row[k])
             sink.epoch(fold, row, weights, [r.take() for r in recorders])
 
         trainer = Trainer(
@@ -209,6 +283,7 @@ def train_folds(
             x_val=xv,
             y_val=yv,
             on_epoch=on_epoch,
+            probe=probe,
         )
         bar = progress(f"fold {fold + 1}/{settings.folds}") if progress else None
         while not trainer.done:
@@ -245,19 +320,39 @@ def train_folds(
             trainer.history.as_dict(),
             baseline.history.as_dict(),
             model.get_weights(),
+            fidelity,
         )
         sink.fold(result)
         results.append(result)
     return results
 
 
+def _fidelity_probe(
+    settings: IrisSettings, neuron_source: NeuronSource, fold: int
+) -> GradientFidelity | None:
+    """A fidelity probe if the network is MTJ and the source knows exact derivatives."""
+    exact = getattr(neuron_source, "exact_derivatives", None)
+    if settings.activation != "mtj" or exact is None:
+        return None
+    fns = exact(fold)
+    return None if fns is None or any(f is None for f in fns) else GradientFidelity(fns)
+
+
 def summarise(results: list[FoldResult]) -> dict:
+    """Mean and spread of the folds' accuracies; where recorded, the gradient fidelity
+    (each FIDELITY_KEYS figure averaged over every epoch of every fold)."""
     acc = np.array([r.val_acc for r in results])
     tanh = np.array([r.tanh_val_acc for r in results])
-    return {
+    out = {
         "accuracy": float(acc.mean()),
         "accuracy_std": float(acc.std()),
         "tanh_accuracy": float(tanh.mean()),
         "tanh_accuracy_std": float(tanh.std()),
         "folds": len(results),
     }
+    for k in FIDELITY_KEYS:
+        values = np.array([v for r in results for v in r.fidelity.get(k, [])], dtype=float)
+        values = values[np.isfinite(values)]
+        if values.size:
+            out[k] = float(values.mean())
+    return out

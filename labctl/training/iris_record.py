@@ -2,10 +2,13 @@
 
 Streams of a training session:
 
-- ``epoch``: fold, epoch, train_loss, train_acc, val_loss, val_acc, lr, and two arrays
-  (resource/datum): ``weights`` (every weight, flattened in MLP order) and
-  ``measurements`` (layers, rows, neurons, 3): what each hidden layer's neurons were asked
-  (bias current, A) and answered (V, and dV/dI in Ohm) during the epoch.
+- ``epoch``: fold, epoch, train_loss, train_acc, val_loss, val_acc, lr, the gradient
+  fidelity grad_cosine, dvdi_err_median, dvdi_err_p90 (NaN where it cannot be known; see
+  :mod:`labctl.training.fidelity`; sessions recorded before it lack these keys and still
+  read), and two arrays (resource/datum): ``weights`` (every weight, flattened in MLP
+  order) and ``measurements`` (layers, rows, neurons, 3): what each hidden layer's neurons
+  were asked (bias current, A) and answered (V, and dV/dI in Ohm, the derivative the
+  trainer used) during the epoch.
 - ``fold``: fold, val_acc, tanh_val_acc, epochs, best_epoch (-1: the last), and the
   fold's ``final_weights``.
 """
@@ -16,7 +19,8 @@ import dataclasses
 
 import numpy as np
 
-from labctl.records.session import RecordError, Session, SessionWriter, data_key
+from labctl.records.session import RecordError, Session, SessionWriter, data_key, stream_name
+from labctl.training.fidelity import FIDELITY_KEYS
 from labctl.training.iris import FoldResult, IrisSettings
 from labctl.training.neuron_record import EndOfRecord, ReplayNeurons
 from labctl.training.neurons import NeuronArray, NeuronReadout
@@ -72,6 +76,7 @@ class RecordSink:
                 "fold": _key("integer"),
                 "epoch": _key("integer"),
                 **{m: _key() for m in METRICS},
+                **{k: _key() for k in FIDELITY_KEYS},
                 "weights": _key("array", [None], external=True),
                 "measurements": _key("array", [None, None, None, 3], external=True),
             },
@@ -93,6 +98,7 @@ class RecordSink:
         if (fold, row["epoch"]) in self.recorded:
             return  # replayed while resuming: it is in the record already
         data = {"fold": fold, "epoch": int(row["epoch"]), **{m: float(row[m]) for m in METRICS}}
+        data |= {k: float(row.get(k, float("nan"))) for k in FIDELITY_KEYS}
         data["weights"] = flatten(weights)
         data["measurements"] = np.stack(measurements) if measurements else np.zeros((0, 0, 0, 3))
         self.writer.event(self.epoch_stream, data)
@@ -144,6 +150,7 @@ class RecordedRun:
         self.settings = _settings(config["settings"], self.max_current_a, where)
         for stream, keys in (("epoch", EPOCH_KEYS), ("fold", FOLD_KEYS)):
             session.check_stream(stream, keys)
+        _check_optional(session, "epoch", FIDELITY_KEYS)
 
         def events(stream: str) -> list[dict]:  # a run killed early may lack a stream
             return session.events(stream) if stream in session.descriptors else []
@@ -181,7 +188,29 @@ class RecordedRun:
             f["epochs"],
             None if f["best_epoch"] < 0 else f["best_epoch"],
             weights=[weights],
+            fidelity=self.fidelity(fold),
         )
+
+    def fidelity(self, fold: int) -> dict[str, list[float]]:
+        """FIDELITY_KEYS -> the fold's recorded value per epoch (NaN where not recorded)."""
+        rows = [row for (f, _), row in sorted(self.epochs.items()) if f == fold]
+        return {k: [float(r.get(k, float("nan"))) for r in rows] for k in FIDELITY_KEYS}
+
+
+def _check_optional(session: Session, stream: str, keys) -> None:
+    """Keys a stream gained later: absent is fine, present must be a plain number."""
+    # Every run segment's descriptor: a resumed old session mixes both kinds.
+    for uid, desc in session._descriptors_by_uid.items():
+        if stream_name(desc) != stream:
+            continue
+        for key in keys:
+            spec = desc["data_keys"].get(key)
+            if spec is not None and (spec.get("external") or spec["dtype"] not in (
+                    "number", "integer")):
+                raise RecordError(
+                    f"{session.file}: stream {stream!r} (descriptor {uid}): data key "
+                    f"{key!r} is {spec['dtype']}, expected number"
+                )
 
 
 _ANNOTATION_KINDS = {"int": "integer", "float": "number", "str": "string", "bool": "boolean",
@@ -238,6 +267,12 @@ class ReplaySource:
             for s, live in zip(self.switch, self.live.layers(fold), strict=True):
                 s.live = live
         return self.switch
+
+    def exact_derivatives(self, fold: int):
+        """The live source's exact dV/dI per layer (resume), else None: a plain replay
+        compares only what was recorded."""
+        exact = getattr(self.live, "exact_derivatives", None)
+        return exact(fold) if exact is not None else None
 
     def before_epoch(self, fold: int, epoch: int) -> None:
         if (fold, epoch) in self.run.epochs:

@@ -157,8 +157,24 @@ class MLP:
         1/batch of a mean. Returns arrays in the order of :meth:`get_weights`. The
         derivative of each hidden activation is the one its forward pass returned.
         """
+        grads = self.gradients(dlogits)
+        self._inputs, self._dadz = [], []
+        return grads
+
+    def gradients(
+        self, dlogits: np.ndarray, dadz: Sequence[np.ndarray] | None = None
+    ) -> list[np.ndarray]:
+        """Gradients as :meth:`backward` computes them, keeping the forward pass's state.
+
+        ``dadz`` (one array per hidden layer, the shapes of the forward pass's) replaces
+        the derivatives the activations returned: how a diagnostic compares the gradient
+        from measured derivatives with the one from exact derivatives on the same pass.
+        """
         if not self._inputs:
             raise RuntimeError("backward() needs a preceding forward(..., keep=True)")
+        dadzs = self._dadz if dadz is None else list(dadz)
+        if len(dadzs) != len(self.hidden):
+            raise ValueError(f"dadz needs {len(self.hidden)} arrays, got {len(dadzs)}")
         delta = np.asarray(dlogits, dtype=self.dtype)
         grads: list[np.ndarray] = [None] * len(self.params)  # type: ignore[list-item]
         for i in range(len(self.hidden), -1, -1):
@@ -167,9 +183,17 @@ class MLP:
             grads[2 * i + 1] = delta.sum(axis=0)
             if i > 0:
                 delta = delta @ self.params[2 * i].T
-                delta *= self._dadz[i - 1]
-        self._inputs, self._dadz = [], []
+                delta *= dadzs[i - 1]
         return grads
+
+    def pre_activation(self, layer: int) -> np.ndarray:
+        """z of hidden layer ``layer`` in the latest ``forward(..., keep=True)``, recomputed
+        by the forward pass's own operations (so bit for bit the same)."""
+        if not self._inputs:
+            raise RuntimeError("pre_activation() needs a preceding forward(..., keep=True)")
+        z = self._inputs[layer] @ self.params[2 * layer]
+        z += self.params[2 * layer + 1]
+        return z
 
     def predict_logits(self, x: np.ndarray, *, batch_size: int = 512) -> np.ndarray:
         """Logits for ``x`` in batches of ``batch_size``.
@@ -403,6 +427,8 @@ class TrainConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if self.schedule == "step" and self.step_size < 1:
             raise ValueError(f"step_size must be positive, got {self.step_size}")
+        if not 0 < self.gamma <= 1:
+            raise ValueError(f"gamma (the decay factor) must be in (0, 1], got {self.gamma}")
         if self.patience is not None and self.patience < 1:
             raise ValueError(f"patience must be positive or None, got {self.patience}")
 
@@ -478,7 +504,9 @@ class Trainer:
     ``soft_targets`` (teacher probabilities at ``temperature``, one row per training
     sample) with ``alpha`` > 0 switch on distillation. ``on_epoch(epoch, history,
     weights)`` is called after every epoch with a copy of the weights; returning True
-    stops training. ``augment(x_batch, rng)`` (optional) returns a transformed copy of
+    stops training. ``probe(model, dlogits)`` (optional) is called on every training
+    batch between the forward and the backward pass, for diagnostics that must not change
+    the training. ``augment(x_batch, rng)`` (optional) returns a transformed copy of
     each training minibatch (data augmentation), with a generator seeded from
     ``config.seed``. ``progress`` shows a tqdm bar on stderr.
     """
@@ -496,6 +524,7 @@ class Trainer:
         temperature: float = 1.0,
         alpha: float = 0.0,
         on_epoch: EpochCallback | None = None,
+        probe: Callable[[MLP, np.ndarray], object] | None = None,
         progress: bool = False,
         desc: str = "train",
         augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
@@ -531,6 +560,7 @@ class Trainer:
         self.config = config
         self.optimizer = config.make_optimizer()
         self.on_epoch = on_epoch
+        self.probe = probe
         self.progress, self.desc = progress, desc
         self.history = History()
         self.done = False
@@ -583,6 +613,8 @@ class Trainer:
             _, loss, dlogits = _objective(logits, yb, soft, self.temperature, self.alpha)
             loss_sum += loss * len(idx)
             correct += float(np.sum(logits.argmax(axis=1) == yb))
+            if self.probe is not None:  # sees the pass before backward() drops its state
+                self.probe(model, dlogits)
             grads = model.backward(dlogits)
             self.optimizer.step(model.params, grads, lr)
             if bar is not None:

@@ -17,7 +17,7 @@ backpropagation needs is measured, not computed, with a second bias step dI:
 :class:`ModelNeurons`, the probe-station backend, replay of recorded sessions).
 :class:`MTJActivation` turns a pre-activation into bias currents and the measured voltage
 back into a normalised activation; :class:`TanhActivation` is the software baseline with
-the same ``forward`` signature.
+the same ``forward`` signature, :class:`LinearActivation` the identity (a linear control).
 """
 
 from __future__ import annotations
@@ -41,6 +41,9 @@ from simulators.mtj import (
 )
 
 GRAD_MODES = ("fd-swap", "fd", "exact")
+#: The hidden nonlinearity of the network under training: MTJ neurons, or a software
+#: tanh or identity (controls).
+ACTIVATIONS = ("mtj", "tanh", "linear")
 
 # Current grid of the per-device lookup tables: cubic Hermite pieces 2 uA wide keep the
 # interpolation error below 0.2 uV and 0.05 Ohm on the model's curves (two orders below
@@ -417,6 +420,17 @@ class MTJActivation:
         self.limit(self.i_max)
         self._gain = self.i_scale / self.v_scale
 
+    @property
+    def gain(self) -> float:
+        """da/dz per unit dV/dI: i_scale / v_scale (A/V), so da/dz = dV/dI * gain."""
+        return self._gain
+
+    def inside(self, z: np.ndarray) -> np.ndarray:
+        """True where ``z`` maps to a current within +-i_max (not clipped): where da/dz is
+        the scaled derivative rather than 0."""
+        z = np.asarray(z)
+        return np.clip(z, self._z_lo, self._z_hi) == z
+
     def limit(self, i_max: float) -> None:
         """Clip bias currents to +-``i_max`` (A) from now on (a resumed run on new limits)."""
         if not abs(self.i_center) < i_max:
@@ -475,3 +489,19 @@ class TanhActivation:
 
     def __repr__(self) -> str:
         return "TanhActivation()"
+
+
+class LinearActivation:
+    """Control: no nonlinearity at all, a = z, da/dz = 1 (a network of these is linear)."""
+
+    needs_neurons = False
+
+    def forward(
+        self, z: np.ndarray, neurons: NeuronArray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, None, None]:
+        """Return (z, ones, None, None)."""
+        z = np.asarray(z)
+        return z.copy(), np.ones_like(z), None, None
+
+    def __repr__(self) -> str:
+        return "LinearActivation()"
