@@ -3,8 +3,8 @@
 :class:`WireReplayTransport` is a drop-in for :class:`~instruments.visa_transport.VisaTransport`
 and :class:`~instruments.serial_transport.SerialTransport` (the same :class:`TransportMixin`
 behaviour: lock, ``timeout_s``, ``timeout_scope``, ``query``, ``reconnect``, its own optional
-:class:`WireLog`), built from a wire log (``{"w": ...}``, ``{"r": ...}``, ``{"rb": <base64>}``
-lines, see :class:`WireLog`):
+:class:`WireLog`), built from a wire log (``w``, ``r``, ``rb``, ``x`` entries, either
+format, see :mod:`instruments.wire_log`):
 
 * every write is compared with the next recorded write, exactly, in the form the transports
   log it (the command as the driver passed it, without terminator; bytes written as
@@ -38,10 +38,7 @@ cannot be told from a divergence.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +53,8 @@ from instruments.transport import (
     TransportMixin,
     WireLog,
 )
+from instruments.wire_log import read_entries
 
-_KINDS = ("w", "r", "rb", "x")
 #: A recorded gap of at least this fraction of the timeout counts as a timed-out read.
 TIMEOUT_EVIDENCE = 0.9
 
@@ -65,10 +62,11 @@ TIMEOUT_EVIDENCE = 0.9
 class WireDivergence(InstrumentError):
     """The replayed command's traffic differs from the recorded wire log.
 
-    ``instrument``: its name; ``index``: 0-based position in the log (the log's line
-    ``index + 1``; ``index == total`` means past its end); ``recorded``, ``actual``: what
-    the log has there and what the command did now, each as readable text (a written
-    command quoted as the transport logs it, a reply prefixed with "reply"). The message
+    ``instrument``: its name; ``index``: 0-based position in the log (its record, or in
+    an older JSON-lines log its line, ``index + 1``; ``index == total`` means past its
+    end); ``recorded``, ``actual``: what the log has there and what the command did now,
+    each as readable text (a written command quoted as the transport logs it, a reply
+    prefixed with "reply"). The message
     shows both in full when short, otherwise around their first difference.
     """
 
@@ -82,7 +80,8 @@ class WireDivergence(InstrumentError):
         self.path = path
         self.note = note
         of = f" of {total}" if total is not None else ""
-        where = f" ({path}, line {index + 1})" if path and (total is None or index < total) \
+        unit = "line" if str(path).endswith(".jsonl") else "record"
+        where = f" ({path}, {unit} {index + 1})" if path and (total is None or index < total) \
             else ""
         more = f"; {note}" if note else ""
         shown_recorded, shown_actual = _excerpts(recorded, actual)
@@ -142,39 +141,12 @@ class WireEntry:
 
 
 def load_wire_log(path: str | os.PathLike[str]) -> list[WireEntry]:
-    """The entries of a wire log, binary replies decoded.
+    """The entries of a wire log (``.wlog`` or older JSON lines), binary replies as bytes.
 
-    A torn last line (a process killed mid-write) is dropped; any other malformed line
-    raises ValueError naming the file and line.
+    A torn tail (a process killed mid-write) is dropped; any other damage raises
+    :class:`~instruments.wire_log.WireLogError` (a ValueError) naming the file and where.
     """
-    try:
-        raw = WireLog.load(path)
-    except json.JSONDecodeError:
-        text = Path(path).read_text(encoding="utf-8")
-        if text.endswith("\n"):
-            raise ValueError(f"{path}: not a wire log (a line is not JSON)") from None
-        # Only the unterminated last line may be torn; every whole line must parse.
-        whole = text[: text.rfind("\n") + 1]
-        try:
-            raw = [json.loads(line) for line in whole.splitlines() if line.strip()]
-        except json.JSONDecodeError as exc:
-            raise ValueError(f"{path}: not a wire log: {exc}") from None
-    entries = []
-    for n, item in enumerate(raw, 1):
-        kinds = [k for k in _KINDS if isinstance(item, dict) and k in item]
-        if len(kinds) != 1 or not isinstance(item[kinds[0]], str):
-            raise ValueError(f"{path}, line {n}: expected one of {_KINDS} with a string, "
-                             f"got {item!r}")
-        kind = kinds[0]
-        value: str | bytes = item[kind]
-        if kind in ("rb", "x"):
-            try:
-                value = base64.b64decode(item[kind], validate=True)
-            except binascii.Error as exc:
-                raise ValueError(f"{path}, line {n}: {kind!r} is not base64: {exc}") from None
-        t = item.get("t")
-        entries.append(WireEntry(kind, value, float(t) if isinstance(t, int | float) else None))
-    return entries
+    return [WireEntry(kind, value, t) for kind, t, value in read_entries(path).entries]
 
 
 class ReplayGroup:

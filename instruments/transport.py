@@ -1,9 +1,8 @@
 """Pieces every transport and driver shares: wire log, errors, per-instrument lock.
 
-* :class:`WireLog` records every message of one instrument as JSON lines
-  (``{"t": <s since open>, "w": text}``, ``{"t": ..., "r": text}``,
-  ``{"t": ..., "rb": <base64>}``, and ``{"t": ..., "x": <base64>}`` for unsolicited bytes
-  found waiting before a write and discarded).
+* :class:`WireLog` (from :mod:`instruments.wire_log`) records every message of one
+  instrument: text written (``w``) and read (``r``), bytes read (``rb``) and unsolicited
+  bytes found waiting before a write and discarded (``x``).
 * :class:`InstrumentError` and its subclasses name the instrument (or resource) they come
   from; a driver never lets a bare ``VisaIOError`` or ``SerialException`` escape.
 * Replies are checked, never trusted: bytes already waiting before a command is written
@@ -21,17 +20,16 @@ Units: s.
 
 from __future__ import annotations
 
-import base64
 import contextlib
-import json
-import os
 import signal
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TextIO
+from typing import Any
+
+from instruments.wire_log import WireLog
 
 
 # -- errors ---------------------------------------------------------------------------
@@ -134,89 +132,6 @@ class InstrumentReportedError(InstrumentError):
 
 
 # -- wire log -------------------------------------------------------------------------
-class WireLog:
-    """Every message of one instrument as JSON lines.
-
-    ``t`` is seconds since the log was opened. ``counts`` tallies the entries by kind
-    (``w``, ``r``, ``rb``; ``x``, discarded unsolicited bytes, appears once there are
-    any), which is how round trips are counted. With no ``path`` the
-    lines are kept in memory until :meth:`attach` gives them a file (an instrument is
-    opened, and its identity read, before its session directory exists). With
-    ``durable`` the file is flushed at every reply, so a killed process loses at most the
-    commands of one exchange; otherwise it is written in large buffered blocks. Adapters
-    hold their own lock around every call, so one log per instrument needs no lock.
-    """
-
-    def __init__(self, path: str | os.PathLike[str] | None = None, *,
-                 buffer_bytes: int = 1 << 16, durable: bool = False):
-        self.path: str | None = None
-        self._file: TextIO | None = None
-        self._pending: list[str] = []
-        self._durable = durable
-        self._t0 = time.perf_counter()
-        self.counts = {"w": 0, "r": 0, "rb": 0}
-        if path is not None:
-            self.attach(path, buffer_bytes=buffer_bytes)
-
-    def attach(self, path: str | os.PathLike[str], *, buffer_bytes: int = 1 << 16) -> None:
-        """Write to ``path`` from now on, starting with the lines kept in memory."""
-        self.path = os.fspath(path)
-        self._file = open(  # noqa: SIM115 - lives as long as the log
-            self.path, "a", encoding="utf-8", buffering=buffer_bytes
-        )
-        self._file.writelines(self._pending)
-        self._pending = []
-        if self._durable:
-            self._file.flush()
-
-    def _emit(self, kind: str, value: str) -> None:
-        self.counts[kind] = self.counts.get(kind, 0) + 1
-        line = json.dumps({"t": round(time.perf_counter() - self._t0, 6), kind: value}) + "\n"
-        if self._file is None:
-            self._pending.append(line)
-            return
-        self._file.write(line)
-        if self._durable and kind != "w":  # replies and discards: flushed at once
-            self._file.flush()
-
-    def written(self, text: str) -> None:
-        """Record text written to the instrument (without terminator)."""
-        self._emit("w", text)
-
-    def read(self, text: str) -> None:
-        """Record text read from the instrument (without terminator)."""
-        self._emit("r", text)
-
-    def read_binary(self, data: bytes) -> None:
-        """Record a binary read, base64 encoded."""
-        self._emit("rb", base64.b64encode(data).decode("ascii"))
-
-    def discarded(self, data: bytes) -> None:
-        """Record unsolicited bytes found waiting and thrown away (``x``, base64)."""
-        self._emit("x", base64.b64encode(data).decode("ascii"))
-
-    def flush(self) -> None:
-        if self._file is not None:
-            self._file.flush()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> WireLog:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @staticmethod
-    def load(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
-        """The entries of a wire-log file (binary reads stay base64)."""
-        with open(path, encoding="utf-8") as f:
-            return [json.loads(line) for line in f if line.strip()]
-
-
 # -- locking --------------------------------------------------------------------------
 def adapter_lock(adapter: Any) -> threading.RLock:
     """The re-entrant lock of ``adapter``; one is attached if the adapter has none.

@@ -34,6 +34,7 @@ from pathlib import Path
 
 import pytest
 
+from instruments.transport import WireLog
 from labctl.bench.storm import bench_state, labctl, served, unsafe
 from labctl.records.session import Session
 from labctl.station.file import BUILTIN_TEXT
@@ -87,10 +88,10 @@ def station_text(faults: dict[str, dict] | None = None) -> str:
 
 def writes(session: Path, instrument: str) -> list[str]:
     """The messages labctl wrote to ``instrument``, in order (message n is writes[n - 1])."""
-    log = session / "wire" / f"{instrument}.jsonl"
+    log = session / "wire" / f"{instrument}.wlog"
     if not log.is_file():
         return []
-    return [e["w"] for e in map(json.loads, log.read_text().splitlines()) if "w" in e]
+    return [e["w"] for e in WireLog.load(log) if "w" in e]
 
 
 def target(baseline: Path, instrument: str, fault: str) -> int:

@@ -42,7 +42,7 @@ def assert_within_limits(session: Path) -> None:
     config = load_station(FOREIGN)
     w = config.wiring
     for name in w.smu_instruments():
-        levels = source_levels(WireLog.load(session / "wire" / f"{name}.jsonl"))
+        levels = source_levels(WireLog.load(session / "wire" / f"{name}.wlog"))
         assert_ramped(levels, w.limits.max_current_a, w.limits.ramp_step_a)
 
 

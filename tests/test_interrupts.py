@@ -137,8 +137,8 @@ def wait_for_sweep_start(proc: subprocess.Popen, sessions: Path, timeout: float 
     """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for log in sessions.glob("*/wire/smu_a.jsonl"):
-            if ":TRIG:OLIN" in log.read_text():
+        for log in sessions.glob("*/wire/smu_a.wlog"):
+            if any(e.get("w", "").startswith(":TRIG:OLIN") for e in WireLog.load(log)):
                 return
         if proc.poll() is not None:
             out, err = proc.communicate()
@@ -157,11 +157,11 @@ def assert_instruments_safe(resources: dict[str, str]) -> None:
 
 def assert_session_wire_logs_safe(session: Path) -> None:
     for smu in ("smu_a", "smu_b"):
-        entries = WireLog.load(session / "wire" / f"{smu}.jsonl")
+        entries = WireLog.load(session / "wire" / f"{smu}.wlog")
         assert_ramped(source_levels(entries), MAX_CURRENT_A, RAMP_STEP_A)
         outputs = [e["w"] for e in entries if e.get("w", "").upper().startswith(":OUTP ")]
         assert outputs and outputs[-1].upper() == ":OUTP OFF", (smu, outputs[-3:])
-    switch = [e["w"] for e in WireLog.load(session / "wire" / "switch.jsonl") if "w" in e]
+    switch = [e["w"] for e in WireLog.load(session / "wire" / "switch.wlog") if "w" in e]
     last_close = max(i for i, w in enumerate(switch) if "close(" in w and "get" not in w)
     assert any(w == 'channel.open("allslots")' for w in switch[last_close:])
 
@@ -201,7 +201,7 @@ def test_signal_mid_sweep_leaves_the_station_safe(served, tmp_path, stop_signal,
     assert (summary.command, summary.status, summary.reason) == ("iv", "abort", reason)
     assert summary.n_events == 0  # interrupted before the sweep's readings came back
     assert not (summary.path / "iv.csv").exists()
-    smu_a = WireLog.load(summary.path / "wire" / "smu_a.jsonl")
+    smu_a = WireLog.load(summary.path / "wire" / "smu_a.wlog")
     assert any(e.get("w") == ":READ?" for e in smu_a)  # the sweep had started
 
     assert_instruments_safe(served)
@@ -267,7 +267,7 @@ def interrupt_list_sweep(tmp_path: Path) -> dict:
         timer.cancel()
         timer.join()
         signal.signal(signal.SIGINT, previous)
-    state["wire"] = {n: WireLog.load(tmp_path / "wire" / f"{n}.jsonl") for n in ("smu_a", "smu_b")}
+    state["wire"] = {n: WireLog.load(tmp_path / "wire" / f"{n}.wlog") for n in ("smu_a", "smu_b")}
     return state
 
 
@@ -312,7 +312,7 @@ def test_after_kill9_mid_host_sweep_the_next_command_ramps_from_what_is_sourced(
         left = 0.0
         while time.monotonic() < deadline and abs(left) < 30e-6:
             time.sleep(0.05)
-            for log in killed.glob("*/wire/smu_a.jsonl"):
+            for log in killed.glob("*/wire/smu_a.wlog"):
                 levels = source_levels(WireLog.load(log))
                 left = levels[-1] if levels else 0.0
         proc.kill()
@@ -333,7 +333,7 @@ def test_after_kill9_mid_host_sweep_the_next_command_ramps_from_what_is_sourced(
         cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     (session,) = after.iterdir()
-    levels = source_levels(WireLog.load(session / "wire" / "smu_a.jsonl"))
+    levels = source_levels(WireLog.load(session / "wire" / "smu_a.wlog"))
     steps = np.abs(np.diff([sourced, *levels]))
     assert steps.max() <= RAMP_STEP_A + 1e-10, (sourced, levels[:6])
     assert_instruments_safe(served)

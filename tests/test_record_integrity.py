@@ -231,9 +231,17 @@ _DEEP = {"data", "data_keys", "config", "settings", "resource_kwargs", "datum_kw
          "labctl_summary", "num_events", "instruments", "timestamps", "station", "smu_a"}
 
 
+# Written for Bluesky's tools (labctl.records.bluesky) and never read back by labctl:
+# crafting them tells nothing about labctl's reading, and would multiply the cases.
+_FOR_OTHER_TOOLS = {"object_keys", "configuration", "object_name", "dtype_numpy", "plan_type",
+                    "plan_args", "scan_id", "detectors"}
+
+
 def _paths(doc: dict, prefix: tuple = ()):
     """Key paths of a document: top level, and inside the parts labctl reads."""
     for key, value in doc.items():
+        if key in _FOR_OTHER_TOOLS or (key == "hints" and "data_keys" in doc):
+            continue
         yield (*prefix, key)
         if isinstance(value, dict) and (key in _DEEP or prefix[-1:] == ("data_keys",)):
             yield from _paths(value, (*prefix, key))
@@ -292,7 +300,8 @@ def _consume(session_dir: Path, out: Path) -> None:
 
 def test_no_crafted_document_gets_past_reading_as_anything_but_a_record_error(
         recorded, tmp_path, monkeypatch):
-    for name in ("iv_curves", "error_vs_step", "training_curves", "derivative_scatter"):
+    for name in ("iv_curves", "error_vs_step", "training_curves", "derivative_scatter",
+                 "gradient_fidelity"):
         monkeypatch.setattr(plots, name, lambda path, *args, **kwargs: path)
     tried = accepted = 0
     for kind in ("train", "iv"):
@@ -473,12 +482,12 @@ def test_wire_logs_outside_the_session_are_refused(recorded, tmp_path):
     session = copy_session(recorded["iv"], tmp_path / "s")
     outside = tmp_path / "outside"
     outside.mkdir()
-    log = session / "wire" / "smu_a.jsonl"
-    shutil.move(log, outside / "smu_a.jsonl")
-    log.symlink_to(outside / "smu_a.jsonl")
+    log = session / "wire" / "smu_a.wlog"
+    shutil.move(log, outside / "smu_a.wlog")
+    log.symlink_to(outside / "smu_a.wlog")
     before = tree_bytes(outside)
     err = refused(labctl("replay", session, "--wire", cwd=tmp_path))
-    assert "wire/smu_a.jsonl" in err and "outside the session directory" in err, err
+    assert "wire/smu_a.wlog" in err and "outside the session directory" in err, err
     assert not (session / "wire-replay").exists()
     with pytest.raises(RecordError, match="outside the session directory"):
         Session(session).wire_logs()

@@ -302,7 +302,7 @@ def test_list_sessions_mixes_good_interrupted_and_junk(tmp_path):
 
 def test_wire_log_path(tmp_path):
     path = wire_log_path(tmp_path, "smu")
-    assert path == tmp_path / "wire" / "smu.jsonl" and path.parent.is_dir()
+    assert path == tmp_path / "wire" / "smu.wlog" and path.parent.is_dir()
     with pytest.raises(ValueError):
         wire_log_path(tmp_path, "../smu")
 

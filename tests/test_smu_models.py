@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from instruments.transport import WireLog
+
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
 TRAIN = ["train", "iris", "--folds", "2", "--epochs", "4", "--json", "--no-progress"]
@@ -85,8 +87,7 @@ def test_a_dual_channel_smu_station_checks_and_trains_as_the_2400_station(
     summary = json.loads(labctl(*TRAIN, "--station", station, cwd=tmp_path).stdout)
     assert abs(summary["accuracy"] - builtin["accuracy"]) <= 0.02, (summary, builtin)
     session = tmp_path / "sessions" / summary["session"]
-    sent = [json.loads(line).get("w", "") for line in
-            (session / "wire" / "smu.jsonl").read_text().splitlines()]
+    sent = [e.get("w", "") for e in WireLog.load(session / "wire" / "smu.wlog")]
     sweeps = sum(w.startswith(sweep_command) for w in sent)
     epochs = 2 * 4
     assert sweeps >= epochs, sweeps  # the paired list sweep, not point by point

@@ -230,8 +230,9 @@ def test_link_dropped_while_waiting_for_a_reply(echo_server, scheme):
 
 
 # -- wire log ----------------------------------------------------------------------------
-def test_wire_log_records_writes_reads_and_binary_reads(echo_server, tmp_path):
-    path = tmp_path / "echo.jsonl"
+@pytest.mark.parametrize("suffix", [".wlog", ".jsonl"])  # the compact format, and the older
+def test_wire_log_records_writes_reads_and_binary_reads(echo_server, tmp_path, suffix):
+    path = tmp_path / f"echo{suffix}"
     with WireLog(path) as log:
         adapter = VisaTransport(echo_server.resource, timeout_s=1.0, wire_log=log)
         try:
@@ -252,6 +253,7 @@ def test_wire_log_records_writes_reads_and_binary_reads(echo_server, tmp_path):
     assert base64.b64decode(entries[5]["rb"]) == body
     times = [e["t"] for e in entries]
     assert times == sorted(times) and times[0] >= 0
+    assert path.read_bytes().startswith(b"\x89LWL") == (suffix == ".wlog")
 
 
 # -- threads -------------------------------------------------------------------------------
@@ -297,7 +299,7 @@ def pty_server():
 @pytest.mark.parametrize("kind", ["pty", "socket"])
 def test_serial_query_binary_block_and_timeout(kind, pty_server, echo_server, tmp_path):
     url = pty_server.path if kind == "pty" else echo_server.url
-    log = WireLog(tmp_path / "serial.jsonl")
+    log = WireLog(tmp_path / "serial.wlog")
     adapter = open_adapter(url, timeout_s=0.3, wire_log=log)
     assert isinstance(adapter, SerialTransport)
     try:

@@ -29,6 +29,7 @@ from instruments.replay_transport import (
     load_wire_log,
 )
 from instruments.transport import InstrumentTimeout, WireLog, verify_identity
+from instruments.wire_log import read_entries, write_entries
 from labctl.station.file import BUILTIN_TEXT
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,12 +70,26 @@ def copy_session(session: Path, dest: Path) -> Path:
 
 def rewrite(path: Path, index: int, kind: str, value: str) -> None:
     """Replace entry ``index`` of a wire log (its kind must be ``kind``) by ``value``."""
-    lines = path.read_text().splitlines()
-    entry = json.loads(lines[index])
-    assert kind in entry, entry
-    entry[kind] = value
-    lines[index] = json.dumps(entry)
-    path.write_text("\n".join(lines) + "\n")
+    entries = read_entries(path).entries
+    assert entries[index][0] == kind, entries[index]
+    entries[index] = (kind, entries[index][1], value)
+    write_entries(path, entries)
+
+
+def replay_result(out: str) -> dict:
+    """The comparison the replay kept (the path its report names)."""
+    line = next(x for x in out.splitlines() if x.strip().startswith("comparison: "))
+    return json.loads(Path(line.split("comparison: ", 1)[1]).read_text())
+
+
+def sweep_configured(log: Path) -> bool:
+    """Whether SMU A's log holds a reply after its list sweep's :TRIG:OLIN (a reply ends a
+    group, so what the reader finds is on disk)."""
+    if not log.exists():
+        return False
+    entries = read_entries(log).entries
+    olin = [i for i, (k, _, v) in enumerate(entries) if k == "w" and v.startswith(":TRIG:OLIN")]
+    return bool(olin) and any(k == "r" for k, _, _ in entries[olin[0]:])
 
 
 @pytest.fixture(scope="module")
@@ -95,8 +110,7 @@ def recorded(tmp_path_factory) -> dict[str, Path]:
     # SMU A's list sweep is configured once its error check after :TRIG:OLIN is answered
     # (a reply flushes the wire log); its :READ? then takes seconds at time_scale 1.
     deadline = time.monotonic() + 30
-    while not any('"r"' in line for log in (root / "abort").glob("*/wire/smu_a.jsonl")
-                  for line in log.read_text().split(":TRIG:OLIN", 1)[1:]):
+    while not any(sweep_configured(log) for log in (root / "abort").glob("*/wire/smu_a.wlog")):
         assert time.monotonic() < deadline and procs["abort"].poll() is None
         time.sleep(0.02)
     time.sleep(0.3)
@@ -116,13 +130,17 @@ def test_iv_replays_exactly_without_writing_into_the_sessions_dir(recorded):
     assert "matched" in out.splitlines()[0]
     assert only_session(session.parent) == session  # nothing new in the sessions dir
     replayed = only_session(session / "wire-replay")
-    logs = sorted((session / "wire").glob("*.jsonl"))
+    logs = sorted((session / "wire").glob("*.wlog"))
     assert [p.stem for p in logs] == ["adc", "prober", "smu_a", "smu_b", "switch"]
+    result = replay_result(out)
     for log in logs:
         n = len(messages(log))
         assert f"{n} of {n:>6} messages" in out
-        # The replayed run's own wire log is the recording, message for message.
-        assert messages(replayed / "wire" / log.name) == messages(log)
+        assert result["messages"][log.stem]["replayed"] == n
+    # The replayed run's traffic is the recording, compared message for message: it is
+    # not written again (the replayed session has no wire logs), the comparison is kept.
+    assert not (replayed / "wire").exists()
+    assert result["matched"] and result["result_file"] == str(replayed / "wire-replay.json")
     assert (replayed / "iv.csv").read_text() == (session / "iv.csv").read_text()
     assert "recorded run: success; replayed run: success" in out
 
@@ -135,7 +153,7 @@ def test_training_replays_exactly(recorded):
     assert result["matched"] and result["divergence"] is None
     assert result["command"] == "train iris"
     for name, counts in result["messages"].items():
-        recorded_n = len(messages(session / "wire" / f"{name}.jsonl"))
+        recorded_n = len(messages(session / "wire" / f"{name}.wlog"))
         assert counts["replayed"] == counts["recorded"] == recorded_n
         assert counts["w"] + counts["r"] + counts["rb"] == recorded_n
     assert result["messages"]["adc"]["rb"] > 0  # binary blocks replayed too
@@ -143,7 +161,7 @@ def test_training_replays_exactly(recorded):
 
 def test_an_edited_written_command_is_named_with_both_versions(recorded, tmp_path):
     session = copy_session(recorded["iv"], tmp_path / "edited")
-    log = session / "wire" / "smu_b.jsonl"
+    log = session / "wire" / "smu_b.wlog"
     entries = WireLog.load(log)
     index = next(i for i, e in enumerate(entries) if e.get("w", "").startswith(":TRIG:ILIN"))
     rewrite(log, index, "w", ":TRIG:ILIN 2")
@@ -151,7 +169,7 @@ def test_an_edited_written_command_is_named_with_both_versions(recorded, tmp_pat
     assert rc == 1, (out, err)
     assert "DIVERGED" in out
     assert (f"smu_b: wire replay diverged at message {index + 1} of {len(entries)} "
-            f"({log}, line {index + 1}): "
+            f"({log}, record {index + 1}): "
             "recorded ':TRIG:ILIN 2', now ':TRIG:ILIN 1'") in err
     assert "Traceback" not in err
 
@@ -160,7 +178,7 @@ def test_an_edited_reply_changes_what_is_sent_next(recorded, tmp_path):
     """The SMU's answer to :SOUR:FUNC? during the safe shutdown picks the ramp's commands;
     the shutdown swallows instrument errors, the replay still reports the divergence."""
     session = copy_session(recorded["iv"], tmp_path / "edited")
-    log = session / "wire" / "smu_a.jsonl"
+    log = session / "wire" / "smu_a.wlog"
     entries = WireLog.load(log)
     asks = [i for i, e in enumerate(entries) if e.get("w") == ":SOUR:FUNC?"]
     reply = asks[-1] + 1  # the last one is the safe shutdown's (earlier: snapshot, ramp_to)
@@ -178,7 +196,7 @@ def test_an_edited_measurement_changes_later_training_currents(recorded, tmp_pat
     """One voltage of the first sweep feeds the forward pass, the gradient and so the
     currents of a later sweep: the replay stops at the first list command that differs."""
     session = copy_session(recorded["train"], tmp_path / "edited")
-    log = session / "wire" / "smu_a.jsonl"
+    log = session / "wire" / "smu_a.wlog"
     entries = WireLog.load(log)
     reads = [i for i, e in enumerate(entries) if e.get("w") == ":READ?"]
     reply = reads[8] + 1  # the first 8 sweeps are the pre-flight checks of the 8 pairs
@@ -201,7 +219,7 @@ def test_a_session_without_wire_logs_is_refused_clearly(recorded, tmp_path):
     shutil.rmtree(session / "wire")
     rc, out, err = replay(session)
     assert rc == 2
-    assert "no wire logs (wire/*.jsonl) to replay" in err and "Traceback" not in err
+    assert "no wire logs (wire/*.wlog) to replay" in err and "Traceback" not in err
     assert not (session / "wire-replay").exists() or not any((session / "wire-replay").iterdir())
 
 
@@ -215,8 +233,25 @@ def test_an_aborted_session_replays_its_interrupt_and_shutdown(recorded):
     assert "recorded run: abort; replayed run: abort (SIGTERM)" in out
     assert "interrupted, as recorded, at smu_a message" in out
     replayed = only_session(session / "wire-replay")
-    for log in (session / "wire").glob("*.jsonl"):
-        assert messages(replayed / "wire" / log.name) == messages(log)
+    assert not (replayed / "wire").exists()
+    result = replay_result(out)
+    assert result["matched"] and result["recorded_status"] == "abort"
+    for log in (session / "wire").glob("*.wlog"):
+        assert result["messages"][log.stem]["recorded"] == len(messages(log))
+
+
+def test_a_session_recorded_as_json_lines_still_replays(recorded, tmp_path):
+    """Sessions recorded before the compact format hold wire/<name>.jsonl: read alike."""
+    session = copy_session(recorded["iv"], tmp_path / "old")
+    for log in sorted((session / "wire").glob("*.wlog")):
+        write_entries(log.with_suffix(".jsonl"), read_entries(log).entries)
+        log.unlink()
+    assert json.loads((session / "wire" / "smu_a.jsonl").read_text().splitlines()[0])["w"]
+    rc, out, err = replay(session)
+    assert rc == 0, (out, err)
+    assert "matched" in out.splitlines()[0]
+    result = replay_result(out)
+    assert set(result["messages"]) == {"adc", "prober", "smu_a", "smu_b", "switch"}
 
 
 # -- the transport on its own ----------------------------------------------------------

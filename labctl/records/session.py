@@ -5,7 +5,7 @@
     documents.jsonl          one ``[name, doc]`` JSON array per line (the suitcase-jsonl layout):
                              start, then descriptor/event/resource/datum as they happen, then stop
     arrays/<name>-<n>.npy    arrays referenced from events through resource + datum documents
-    wire/<instrument>.jsonl  raw instrument traffic, written by the transports
+    wire/<instrument>.wlog   raw instrument traffic, written by the transports
 
 Each document is one unbuffered ``write`` of a whole line (write and flush in one system call), so
 ``kill -9`` loses at most the document being written; readers skip a torn last line with a
@@ -52,9 +52,10 @@ last segment never stopped), ``events(name)`` the events of every segment's stre
 order. Reopening a session without a stop (killed) still continues its last run in place. A
 labctl reading format 1 only refuses format 2 sessions rather than misreading a segmented one.
 
-Wire logs (:func:`wire_log_path`) are JSON lines, ``t`` = seconds since the transport opened:
-``{"t": 0.001, "w": "*IDN?\\n"}`` text written, ``{"t": 0.015, "r": "KEITHLEY,...\\n"}`` text
-read, ``{"t": 0.031, "rb": "AAECAw=="}`` bytes read, base64-encoded.
+Wire logs (:func:`wire_log_path`) are :mod:`instruments.wire_log` files: every message an
+instrument was sent (``w``) and answered (``r`` text, ``rb`` bytes), ``t`` = seconds since the
+transport opened, deflated and crash-safe; sessions recorded before it hold JSON lines
+(``wire/<instrument>.jsonl``), which are read alike.
 """
 
 from __future__ import annotations
@@ -188,11 +189,16 @@ def _sha256(data: bytes) -> str:
 
 
 def wire_log_path(session_dir: str | os.PathLike, instrument_name: str) -> Path:
-    """Path of the wire log ``wire/<instrument_name>.jsonl``; creates ``wire/`` if needed.
+    """Path of the wire log ``wire/<instrument_name>.wlog``; creates ``wire/`` if needed.
+    A session whose log is ``.jsonl`` (recorded before the compact format) keeps it, and
+    so does every new one while ``LABCTL_WIRE_LOG_FORMAT=jsonl`` (to compare the two).
 
     Refuses (:class:`RecordError`) a ``wire/`` or log that is a symlink out of the session."""
     session_dir = Path(session_dir)
-    name = f"{_safe_name('instrument', instrument_name)}.jsonl"
+    stem = _safe_name("instrument", instrument_name)
+    legacy = os.environ.get("LABCTL_WIRE_LOG_FORMAT", "wlog") == "jsonl" \
+        or (session_dir / "wire" / f"{stem}.jsonl").exists()
+    name = f"{stem}.jsonl" if legacy else f"{stem}.wlog"
     if (session_dir / "wire").is_symlink():
         contained_path(session_dir, "wire", str(session_dir))
     wire = session_dir / "wire"
@@ -1026,17 +1032,21 @@ class Session:
         return len(self._datums)
 
     def wire_logs(self) -> dict[str, Path]:
-        """The wire logs ``wire/<instrument>.jsonl`` by instrument name, resolved; a log or
-        ``wire/`` that leads out of the session is refused (nothing outside is opened)."""
+        """The wire logs ``wire/<instrument>.wlog`` (or ``.jsonl``, older sessions) by
+        instrument name, resolved; a log or ``wire/`` that leads out of the session is
+        refused (nothing outside is opened)."""
         wire = self.path / "wire"
         if not (wire.exists() or wire.is_symlink()):
             return {}
         contained_path(self.path, "wire", f"{self.path}: wire logs")
-        logs = {}
-        for log in sorted(wire.glob("*.jsonl")):
+        logs: dict[str, Path] = {}
+        for log in sorted([*wire.glob("*.wlog"), *wire.glob("*.jsonl")]):
             path = contained_path(self.path, f"wire/{log.name}", f"{self.path}: wire log")
             if not path.is_file():
                 raise RecordError(f"{self.path}: wire log wire/{log.name} is not a regular file")
+            if log.stem in logs:
+                raise RecordError(f"{self.path}: two wire logs for {log.stem!r} "
+                                  f"(wire/{logs[log.stem].name} and wire/{log.name})")
             logs[log.stem] = path
         return logs
 

@@ -2,7 +2,8 @@
 
 The original command line (the start document's ``argv``) is parsed by this labctl and run
 in this process, with every station it opens built from
-:class:`~instruments.replay_transport.WireReplayTransport` s of ``SESSION/wire/<name>.jsonl``
+:class:`~instruments.replay_transport.WireReplayTransport` s of ``SESSION/wire/<name>.wlog``
+(or ``.jsonl``, sessions recorded before that format)
 (through :func:`labctl.station.adapters_from`; no simulator, no instrument): each write is
 compared with the next recorded write, each read gets the next recorded reply. So the
 command must send exactly what it sent then; the first difference is reported with the
@@ -10,9 +11,12 @@ instrument, the position and both versions.
 
 What is changed in the re-run, and why:
 
-* ``--sessions-dir``: the replayed run writes its own session (with its own wire logs)
-  under ``--out`` (default ``SESSION/wire-replay/``), never into the user's sessions dir;
-  ``--out`` of the command itself (``iv``) is dropped, so its files land there too;
+* ``--sessions-dir``: the replayed run writes its own session under ``--out`` (default
+  ``SESSION/wire-replay/``), never into the user's sessions dir, and without wire logs: its
+  traffic is the recording, message for message, up to where it diverged (the replay
+  transports compare every message and only count them); what the comparison found is
+  written next to it as ``wire-replay.json`` (:class:`WireReplayResult`). ``--out`` of the
+  command itself (``iv``) is dropped, so its files land there too;
 * ``--station``: the station file text recorded in the session is used, not whatever the
   path holds now (or nothing, on another machine);
 * ``train iris --grad a,b`` records one session per derivative mode: only this session's
@@ -63,6 +67,7 @@ from labctl.station.runtime import adapters_from
 REPLAY_DIR = "wire-replay"
 STATION_FILE = "recorded-station.toml"
 OUTPUT_FILE = "replay-output.txt"
+RESULT_FILE = "wire-replay.json"
 ParserFactory = Callable[[], argparse.ArgumentParser]
 # Path options of recorded commands: redirected to the replay directory or dropped
 # (_prepare_args), or only ever read. Any other path option is refused (_confine).
@@ -93,6 +98,7 @@ class WireReplayResult:
     notes: list[str] = field(default_factory=list)
     replay_session: str | None = None
     output: str | None = None
+    result_file: str | None = None
 
 
 def _parse_recorded_argv(
@@ -203,7 +209,7 @@ def replay_wire(
     logs = list(by_name.values())
     if not logs:
         raise RecordError(
-            f"{session_dir}: no wire logs (wire/*.jsonl) to replay: the {plan_name!r} "
+            f"{session_dir}: no wire logs (wire/*.wlog) to replay: the {plan_name!r} "
             "command of this session did not talk to instruments (e.g. `train iris "
             "--backend model`), or the session was recorded without wire logs"
         )
@@ -227,6 +233,7 @@ def replay_wire(
     group = ReplayGroup(interrupt=interrupt)
 
     def factory(cfg: InstrumentConfig, wire_log: WireLog) -> WireReplayTransport:
+        wire_log.count_only()  # the replayed traffic is the recording: not written again
         if cfg.name not in by_name:
             raise RecordError(
                 f"{session_dir}: the command opens instrument {cfg.name!r}, which has no "
@@ -265,7 +272,10 @@ def replay_wire(
         result.replayed_status = "success" if error is None else (
             "abort" if isinstance(error, KeyboardInterrupt) else "fail")
         result.replayed_reason = "" if error is None else _reason(error)
-    output_path = Path(result.replay_session or out) / OUTPUT_FILE
+    where = Path(result.replay_session or out)
+    with contextlib.suppress(OSError):
+        (where / "wire").rmdir()  # made for the logs the replay does not write; if empty
+    output_path = where / OUTPUT_FILE
     output_path.write_text(output.getvalue())
     result.output = str(output_path)
     result.messages = {
@@ -279,6 +289,9 @@ def replay_wire(
             f"{waited:.3g} s wait, so the read was replayed as a timeout"
         )
     _judge(result, group, stop, error, unopened)
+    result.result_file = str(where / RESULT_FILE)
+    Path(result.result_file).write_text(json.dumps(result.__dict__, indent=2, default=str)
+                                        + "\n")
     return result
 
 
@@ -359,6 +372,7 @@ def _print_report(result: WireReplayResult) -> None:
     if result.replay_session:
         print(f"  replayed session: {result.replay_session}")
     print(f"  the command's own output: {result.output}")
+    print(f"  comparison: {result.result_file}")
     if result.divergence is not None:
         print(f"labctl: {result.divergence['message']}", file=sys.stderr)
     elif result.problem:
