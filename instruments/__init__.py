@@ -44,8 +44,10 @@ __all__ = [
     "verify_identity",
 ]
 
-# VISA resource strings start with an interface type and board number, then "::".
-_VISA = re.compile(r"^(TCPIP|GPIB|USB|ASRL|VXI|GPIB-VXI|PXI|VICP)\d*::", re.IGNORECASE)
+# VISA resource strings start with an interface type and board number, then "::"; a serial
+# one may name its port by path instead (pyvisa-py: ASRL/dev/ttyUSB0::INSTR).
+_VISA = re.compile(r"^(?:(?:TCPIP|GPIB|USB|VXI|GPIB-VXI|PXI|VICP)\d*|ASRL[^:]*)::",
+                   re.IGNORECASE)
 
 
 def is_visa_resource(resource: str) -> bool:
@@ -60,24 +62,56 @@ def open_adapter(
     wire_log: WireLog | None = None,
     name: str | None = None,
     baud_rate: int = 115200,
+    parity: str = "none",
+    stop_bits: float = 1,
+    data_bits: int = 8,
+    flow_control: str = "none",
+    read_termination: str | None = None,
+    write_termination: str | None = None,
+    visa_library: str | None = None,
     **kwargs: Any,
 ):
     """Open the transport for ``resource``: VISA for VISA resource strings
-    (``TCPIP::host::port::SOCKET``, ``GPIB0::5::INSTR``, ...), pyserial for device paths
-    and URLs (``/dev/ttyUSB0``, ``/dev/pts/4``, ``socket://host:port``, ``loop://``).
+    (``TCPIP::host::port::SOCKET``, ``GPIB0::5::INSTR``, ``ASRL/dev/ttyS0::INSTR``, ...),
+    pyserial for device paths and URLs (``/dev/ttyUSB0``, ``/dev/pts/4``,
+    ``socket://host:port``, ``rfc2217://host:port``, ``loop://``).
 
-    timeout_s: longest wait for a reply (s); baud_rate: for serial lines (VISA ``ASRL``
-    resources too); further keyword arguments go to the transport's constructor.
-    Raises :class:`InstrumentConnectionError` if the link cannot be opened.
+    timeout_s: longest wait for a reply (s). The serial line settings (baud_rate in baud,
+    parity, stop_bits, data_bits, flow_control: see :mod:`instruments.line_settings`) go to
+    pyserial, and to pyvisa for VISA ``ASRL`` resources; other VISA resources (LAN, GPIB,
+    USB) have no serial line and ignore them. read_termination / write_termination (None:
+    ``"\\n"``, what every labctl driver speaks) go to either transport. visa_library (None:
+    ``"@py"``, pyvisa-py) selects the VISA library of a VISA resource (``"@ivi"`` or a
+    vendor library's path); it is refused (ValueError) for a serial path. Further keyword
+    arguments go to the transport's constructor.
+    Raises :class:`InstrumentConnectionError` if the link cannot be opened (or the VISA
+    library cannot be loaded), ValueError for settings no transport accepts.
     """
+    from instruments.line_settings import DEFAULT_TERMINATION, LinkSettings
+
+    line = LinkSettings(
+        baud_rate=baud_rate, parity=parity, stop_bits=stop_bits, data_bits=data_bits,
+        flow_control=flow_control,
+        read_termination=read_termination or DEFAULT_TERMINATION,
+        write_termination=write_termination or DEFAULT_TERMINATION,
+    )
+    terminations = {"read_termination": line.read_termination,
+                    "write_termination": line.write_termination}
     if is_visa_resource(resource):
         from instruments.visa_transport import VisaTransport
 
         if resource.upper().startswith("ASRL"):
-            kwargs.setdefault("baud_rate", baud_rate)
+            for key, value in line.pyvisa_serial_kwargs().items():
+                kwargs.setdefault(key, value)
+        if visa_library is not None:
+            kwargs["visa_library"] = visa_library
         return VisaTransport(resource, timeout_s=timeout_s, wire_log=wire_log, name=name,
-                             **kwargs)
+                             **terminations, **kwargs)
+    if visa_library is not None:
+        raise ValueError(f"{name or resource}: visa_library {visa_library!r} given for "
+                         f"{resource!r}, which is not a VISA resource (a serial device path "
+                         "or pyserial URL opens without VISA)")
     from instruments.serial_transport import SerialTransport
 
-    return SerialTransport(resource, timeout_s=timeout_s, baud_rate=baud_rate,
-                           wire_log=wire_log, name=name, **kwargs)
+    return SerialTransport(resource, timeout_s=timeout_s, line=line, wire_log=wire_log,
+                           name=name, **kwargs)

@@ -39,7 +39,8 @@ from instruments.transport import (
 SAMPLE_DTYPE = np.dtype([("t_us", "<u8"), ("v", "<f8"), ("status", "i1")])
 STATUS_OVERRANGE = 1
 MAX_SAMPLES = 10_000
-PULSE_BUSES = ("A", "B")
+PULSE_BUSES = ("A", "B")  # the rows a pulse may take unless pulse_buses says more
+MATRIX_ROWS = ("A", "B", "C", "D", "E", "F", "G", "H")  # every row a matrix card can have
 PULSE_AMPLITUDE_RANGE_V = (-1.5, 1.5)
 PULSE_WIDTH_RANGE_S = (1e-7, 1e-3)
 _HEADER = 10  # "#8" and 8 length digits
@@ -55,6 +56,7 @@ _RULES: dict[str, Callable[[str], str | None]] = {
     "AVER?": replies.integer_in(range(1, 1025)),
     "CHAN?": replies.integer_in((1, 2)),
     "ACQ:COUN?": replies.integer_in(range(1, MAX_SAMPLES + 1)),
+    "ACQ:CHAN?": replies.text,
     "MEAS?": replies.fields(replies.number, replies.integer_in(range(0, 128))),
     "ACQ:STAT?": replies.fields(replies.one_of(*ACQ_STATES),
                                 replies.integer_in(range(0, MAX_SAMPLES + 1))),
@@ -92,7 +94,12 @@ class AdcBoard(LockedInstrumentMixin, SCPIMixin, Instrument):
 
     #: One sample per trigger-link pulse, read back as a block.
     capabilities = {"triggered_acquisition": True, "max_samples": MAX_SAMPLES,
+                    "scan_inputs": (1, 2),
                     "binary_block": True, "programming_pulse": True}
+
+    #: The buses (matrix rows) :meth:`program_pulse` accepts: A and B, or more on a bench
+    #: whose matrix has them (a subset of A to H; set by whoever knows the bench).
+    pulse_buses: tuple[str, ...] = PULSE_BUSES
 
     def __init__(self, adapter, name: str = "ADC board", **kwargs):
         super().__init__(adapter, name, **kwargs)
@@ -141,7 +148,8 @@ class AdcBoard(LockedInstrumentMixin, SCPIMixin, Instrument):
 
     def program_pulse(self, bus: str, amplitude_v: float, width_s: float) -> None:
         """Apply one programming pulse of ``amplitude_v`` (V, within +-1.5) for ``width_s``
-        (s, 1e-7 to 1e-3) to the device the switch matrix connects to ``bus`` ("A"/"B").
+        (s, 1e-7 to 1e-3) to the device the switch matrix connects to ``bus``, one of
+        :attr:`pulse_buses` ("A"/"B"; rows up to H on a bench whose matrix has them).
 
         Arguments are checked here (ValueError) so that nothing out of range reaches the
         wire. Ends with an error-queue query: when it returns the pulse has been applied,
@@ -149,7 +157,8 @@ class AdcBoard(LockedInstrumentMixin, SCPIMixin, Instrument):
         :class:`InstrumentReportedError`. It is the caller's business that the pulse is
         safe for the device (see protocols.safety).
         """
-        bus = strict_discrete_set(str(bus).upper(), PULSE_BUSES)
+        bus = strict_discrete_set(str(bus).upper(),
+                                  [b for b in self.pulse_buses if b in MATRIX_ROWS])
         amplitude_v = strict_range(float(amplitude_v), PULSE_AMPLITUDE_RANGE_V)
         width_s = strict_range(float(width_s), PULSE_WIDTH_RANGE_S)
         with self.lock:
@@ -166,13 +175,23 @@ class AdcBoard(LockedInstrumentMixin, SCPIMixin, Instrument):
         except ValueError:
             raise GarbledReply(self.name, reply, "expected <volts>,<status>") from None
 
-    def arm(self, count: int) -> None:
-        """Arm an acquisition of ``count`` samples, one per trigger pulse.
+    def arm(self, count: int, inputs: tuple[int, ...] | None = None) -> None:
+        """Arm an acquisition of ``count`` trigger pulses: one sample per pulse of the
+        ``channel`` input, or with ``inputs`` (a scan list, e.g. (1, 2)) one sample of each
+        listed input per pulse, in that order (``ACQ:CHAN``; ``(0,)`` returns to the
+        ``channel`` input alone). :meth:`read_samples` then holds count x len(inputs)
+        records, pulse by pulse.
 
         Ends with an error-queue query: when it returns the board is armed (so a sweep
         may start) and a refused arm (already armed: -221) has raised.
         """
+        if inputs is not None:
+            inputs = tuple(int(strict_discrete_set(int(n), [0, 1, 2])) for n in inputs)
+            if not inputs or (0 in inputs and inputs != (0,)) or len(set(inputs)) != len(inputs):
+                raise ValueError(f"ADC scan list {inputs!r}: distinct inputs 1 and 2, or (0,)")
         with self.lock:
+            if inputs is not None:
+                self.write(f"ACQ:CHAN {','.join(map(str, inputs))}")
             self.acquisition_count = count
             self.write("ACQ:ARM")
             self.check_errors_raise()

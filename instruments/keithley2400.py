@@ -38,7 +38,6 @@ Units: A, V, s.
 from __future__ import annotations
 
 import logging
-import math
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -51,6 +50,7 @@ from pymeasure.instruments.keithley import Keithley2400 as _PymeasureKeithley240
 from pymeasure.instruments.validators import strict_range
 
 from instruments import replies
+from instruments.ramps import ramp_levels
 from instruments.transport import (
     GarbledReply,
     InstrumentError,
@@ -63,6 +63,7 @@ from instruments.transport import (
     interrupts_deferred,
     read_setting,
 )
+from instruments.voltage_source import CappedVoltageSource
 
 log = logging.getLogger(__name__)
 
@@ -117,16 +118,6 @@ class Readings:
                    table[:, 3].copy(), status.astype(np.int64))
 
 
-def ramp_levels(start: float, step: float, target: float = 0.0) -> list[float]:
-    """Levels from ``start`` to exactly ``target`` (default 0), each at most ``step`` from
-    the previous one (``start`` itself not included)."""
-    if not step > 0:
-        raise ValueError(f"ramp step must be > 0, got {step!r}")
-    n = math.ceil(abs(start - target) / step - 1e-9)
-    # "+ 0.0" turns a negative start's final -0.0 into 0.0.
-    return [target + (start - target) * (n - k) / n + 0.0 for k in range(1, n + 1)]
-
-
 class SourceState(NamedTuple):
     """The source as the instrument reports it: output on, function (``CURR`` or
     ``VOLT``) and the fixed level of that function (A or V)."""
@@ -178,7 +169,7 @@ _READING_QUERIES = frozenset({"READ?", "FETC?", "MEAS?", "MEAS:CURR?", "MEAS:VOL
 _TRACKED = re.compile(r"COUN|ELEM|RST|PRES|POIN|MEAS|CONF", re.IGNORECASE)
 
 
-class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
+class Keithley2400(LockedInstrumentMixin, CappedVoltageSource, _PymeasureKeithley2400):
     """Keithley 2400 SourceMeter for labctl (see the module docstring).
 
     ``adapter``: a transport from :func:`instruments.open_adapter` (or any pymeasure
@@ -228,8 +219,8 @@ class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
     #: Largest step (V) when a voltage source has to be ramped down.
     ramp_step_v = 0.05
     #: The voltage-sourcing caps (V, A) in force: :meth:`limit_voltage_source` sets them.
-    voltage_cap_v = MAX_VOLTAGE_V
-    compliance_cap_a = MAX_CURRENT_A
+    max_voltage_v = voltage_cap_v = MAX_VOLTAGE_V
+    max_compliance_a = compliance_cap_a = MAX_CURRENT_A
 
     def __init__(self, adapter, name: str = "Keithley 2400 SourceMeter", **kwargs):
         # What a reading query answers, from the commands this driver sent (pymeasure's
@@ -335,22 +326,6 @@ class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
             self.write(":OUTP ON")
             self.check_errors_raise()
 
-    def limit_voltage_source(self, *, max_abs_v: float, max_compliance_a: float) -> None:
-        """Cap voltage sourcing on this instance: |source voltage| <= ``max_abs_v`` (V) and
-        the current compliance <= ``max_compliance_a`` (A). A station applies its pair limits
-        here (``compliance_v``, ``max_current_a``); :attr:`source_voltage` and
-        :attr:`compliance_current` then refuse anything beyond them with ValueError before
-        a byte is sent. No I/O."""
-        if not 0 < max_abs_v <= MAX_VOLTAGE_V:
-            raise ValueError(f"max_abs_v must be in (0, {MAX_VOLTAGE_V:g}] V, got {max_abs_v!r}")
-        if not 0 < max_compliance_a <= MAX_CURRENT_A:
-            raise ValueError(f"max_compliance_a must be in (0, {MAX_CURRENT_A:g}] A, got "
-                             f"{max_compliance_a!r}")
-        self.source_voltage_values = [-max_abs_v, max_abs_v]
-        self.compliance_current_values = [0.0, max_compliance_a]
-        # pymeasure keeps dynamic values write-only: the caps, readable.
-        self.voltage_cap_v, self.compliance_cap_a = float(max_abs_v), float(max_compliance_a)
-
     def prepare_voltage_source(self, compliance_a: float, nplc: float = 1.0) -> None:
         """Voltage source at 0 V, fixed mode, voltage and current sensed at ``nplc``
         power-line cycles with a current compliance of ``compliance_a`` (A, within the cap
@@ -360,10 +335,7 @@ class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
         the voltage level is zeroed before the function changes, so nothing jumps."""
         if not 0.01 <= nplc <= 10:
             raise ValueError(f"nplc must be in [0.01, 10], got {nplc!r}")
-        high = self.compliance_cap_a
-        if not (math.isfinite(compliance_a) and 0 < compliance_a <= high):
-            raise ValueError(f"{self.name}: current compliance {compliance_a!r} A is outside "
-                             f"(0, {high:g}] A")
+        self.check_compliance_a(compliance_a)
         with self.lock:
             self.ramp_to(0.0)
             self.write(":SOUR:VOLT:MODE FIX")
@@ -376,40 +348,8 @@ class Keithley2400(LockedInstrumentMixin, _PymeasureKeithley2400):
             self.write(":OUTP ON")
             self.check_errors_raise()
 
-    def source_voltage_and_measure(self, voltage_v: float) -> Readings:
-        """Set the voltage source to ``voltage_v`` (V, within the cap) and take one reading
-        (the current it draws, the compliance flag): a write and a query."""
-        with self.lock:
-            self.source_voltage = voltage_v
-            return self.measure_once()
-
-    def ramp_voltage_to(self, level_v: float, step_v: float | None = None,
-                        delay_s: float | None = None) -> float:
-        """Move a voltage source from its present level (read back first) to ``level_v`` (V,
-        within the cap) in steps of at most ``step_v`` (V; default :attr:`ramp_step_v`),
-        ``delay_s`` (s) apart; returns the level reached. InstrumentError if the source
-        function is not VOLT."""
-        step = self.ramp_step_v if step_v is None else step_v
-        delay = self.ramp_delay_s if delay_s is None else delay_s
-        if not step > 0:
-            raise ValueError(f"step_v must be > 0 V, got {step!r}")
-        cap = self.voltage_cap_v
-        if not (math.isfinite(level_v) and abs(level_v) <= cap):
-            raise ValueError(f"{self.name}: {level_v!r} V is beyond the voltage cap +-{cap:g} V")
-        with self.lock:
-            state = self.present_state()
-            if state.function != "VOLT":
-                raise InstrumentError(f"{self.name}: ramp_voltage_to needs a voltage source, "
-                                      f"the source function is {state.function}")
-            for value in ramp_levels(state.level, step, level_v):
-                # Towards zero always (a level left beyond the cap must come down).
-                if abs(value) <= cap:
-                    self.source_voltage = value
-                else:
-                    self.write(f":SOUR:VOLT {value:.9g}")
-                if delay > 0:
-                    time.sleep(delay)
-        return float(level_v)
+    def _write_voltage_uncapped(self, value_v: float) -> None:
+        self.write(f":SOUR:VOLT {value_v:.9g}")
 
     def use_fixed_source(self) -> None:
         """Leave list mode: fixed source level, one immediate reading per :READ?, no

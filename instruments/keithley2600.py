@@ -8,8 +8,13 @@ two channels ``ChA``/``ChB`` with :class:`Keithley2600Channel`, a subclass of py
 ``prepare_current_source``, ``source_current``, ``measure_once`` (returning
 :class:`instruments.keithley2400.Readings`), ``ramp_to``, ``present_state``, ``shutdown``
 (a :class:`~instruments.transport.SafeStateReport`), ``configuration``,
-``check_errors_raise`` and ``capabilities``. :meth:`Keithley2600.channel` gives a channel by
-letter.
+``check_errors_raise`` and ``capabilities``; and voltage sourcing as on the 2400,
+capped per channel (:class:`~instruments.voltage_source.CappedVoltageSource`):
+``limit_voltage_source`` (the station's pair limits: |V| <= compliance_v, current limit
+``source.limiti`` <= max_current_a, refused beyond before anything is sent),
+``prepare_voltage_source``, ``source_voltage``, ``compliance_current``,
+``ramp_voltage_to``, ``source_voltage_and_measure``. :meth:`Keithley2600.channel` gives a
+channel by letter.
 
 :meth:`Keithley2600.pair_list_sweep` runs a pair's whole list on both channels with ONE
 trigger-model script (``loadandrunscript`` ... ``endscript``, one write) and ONE binary
@@ -40,7 +45,8 @@ from pymeasure.instruments.keithley.keithley2600 import Keithley2600 as _Pymeasu
 from pymeasure.instruments.validators import strict_range
 
 from instruments import replies
-from instruments.keithley2400 import STATUS_COMPLIANCE, Readings, SourceState, ramp_levels
+from instruments.keithley2400 import STATUS_COMPLIANCE, Readings, SourceState
+from instruments.ramps import ramp_levels
 from instruments.transport import (
     GarbledReply,
     InstrumentError,
@@ -50,10 +56,13 @@ from instruments.transport import (
     SafeStateReport,
     read_setting,
 )
+from instruments.voltage_source import CappedVoltageSource
 
 log = logging.getLogger(__name__)
 
 MAX_CURRENT_A = 3.03  # 3 A range, 101 % full scale
+MAX_VOLTAGE_V = 40.4  # 40 V range, 101 % full scale
+MAX_LIMIT_I_A = 3.0  # source.limiti: 10 nA to 3 A (Reference Manual, smuX.source.limitY)
 MAX_LIST_POINTS = 60_000  # a dedicated reading buffer with timestamps holds > 60,000
 BUFFER_COMPLIANCE = 0x40  # reading-buffer status bit: the source was limited
 NAN_READING = 9.91e37
@@ -97,8 +106,28 @@ def _check_currents(values: Any) -> np.ndarray:
     return values
 
 
-class Keithley2600Channel(_PymeasureChannel):
+class Keithley2600Channel(CappedVoltageSource, _PymeasureChannel):
     """One SMU channel (``smua`` / ``smub``) with the methods the station uses."""
+
+    # Voltage sourcing, capped per channel (dynamic): limit_voltage_source() narrows both.
+    source_voltage = Instrument.control(
+        "source.levelv", "source.levelv=%.9g",
+        """Control the source voltage in V (float, strictly within +-40.4 V, or within the
+        cap :meth:`limit_voltage_source` set).""",
+        validator=strict_range,
+        values=[-MAX_VOLTAGE_V, MAX_VOLTAGE_V],
+        dynamic=True,
+    )
+    compliance_current = Instrument.control(
+        "source.limiti", "source.limiti=%.9g",
+        """Control the current limit of a voltage source in A (float, strictly from 0 to
+        3 A, or to the cap :meth:`limit_voltage_source` set).""",
+        validator=strict_range,
+        values=[0.0, MAX_LIMIT_I_A],
+        dynamic=True,
+    )
+    max_voltage_v = voltage_cap_v = MAX_VOLTAGE_V
+    max_compliance_a = compliance_cap_a = MAX_LIMIT_I_A
 
     source_current = Instrument.control(
         "source.leveli", "source.leveli=%.9g",
@@ -122,6 +151,7 @@ class Keithley2600Channel(_PymeasureChannel):
         "list_sweep": False,
         "trigger_link": False,
         "paired_list_sweep": True,
+        "voltage_source": True,
         "max_list_points": MAX_LIST_POINTS,
     }
     ramp_step_a = 20e-6
@@ -158,6 +188,30 @@ class Keithley2600Channel(_PymeasureChannel):
                 f"{s}.measure.nplc = {nplc:.9g} {s}.measure.autorangev = 1 "
                 f"{s}.source.output = {s}.OUTPUT_ON")
             self.check_errors_raise()
+
+    def prepare_voltage_source(self, compliance_a: float, nplc: float = 1.0) -> None:
+        """Voltage source at 0 V (auto range), current limit ``compliance_a`` (A, within the
+        cap of :meth:`limit_voltage_source`), measuring at ``nplc`` power-line cycles with
+        auto ranges, output on; errors raised.
+
+        Whatever the channel sourced before is first ramped to zero (:meth:`ramp_to`), and
+        the voltage level is zeroed before the function changes, so nothing jumps."""
+        if not 0.001 <= nplc <= 25:
+            raise ValueError(f"nplc must be 0.001 to 25, got {nplc!r}")
+        self.check_compliance_a(compliance_a)
+        s = self.smu
+        with self.lock:
+            self.ramp_to(0.0)
+            self.source_voltage = 0.0
+            self.compliance_current = compliance_a
+            self.instrument.write(
+                f"{s}.source.func = {s}.OUTPUT_DCVOLTS {s}.source.autorangev = 1 "
+                f"{s}.measure.nplc = {nplc:.9g} {s}.measure.autorangei = 1 "
+                f"{s}.source.output = {s}.OUTPUT_ON")
+            self.check_errors_raise()
+
+    def _write_voltage_uncapped(self, value_v: float) -> None:
+        self.instrument.write(f"{self.smu}.source.levelv = {value_v:.9g}")
 
     def measure_once(self) -> Readings:
         """One reading: voltage (V), current (A), time (s), compliance in the status."""
@@ -217,7 +271,8 @@ class Keithley2600Channel(_PymeasureChannel):
         return float(level_a)
 
     def configuration(self) -> dict[str, Any]:
-        """Source function, level (A or V), voltage limit (V), NPLC, output, read back."""
+        """Source function, level (A or V), voltage limit (V), NPLC, output, and for a
+        voltage source its current limit (A), read back."""
         s = self.smu
 
         def func(reply: str) -> str:
@@ -237,6 +292,9 @@ class Keithley2600Channel(_PymeasureChannel):
             if attr:
                 out["source_level"] = read_setting(self.instrument,
                                                    f"print({s}.source.{attr})", float)
+            if attr == "levelv":
+                out["current_compliance_a"] = read_setting(
+                    self.instrument, f"print({s}.source.limiti)", float)
         return out
 
     # -- shutdown ------------------------------------------------------------------------

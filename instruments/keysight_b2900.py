@@ -7,10 +7,15 @@ the ``source_current`` control, :meth:`B2900Channel.measure_once` (a spot ``:MEA
 a :class:`B2900Readings`), :meth:`B2900Channel.ramp_to`, :meth:`B2900Channel.present_state`,
 :meth:`B2900Channel.shutdown` (a :class:`~instruments.transport.SafeStateReport`),
 :meth:`B2900Channel.configuration`, :meth:`B2900Channel.check_errors_raise` and
-``capabilities``. The instrument adds :meth:`KeysightB2902A.pair_list_sweep`: both channels
-biased from their lists in lockstep by one ``:INIT (@1,2)``, read back by one ``:FETC:ARR?
-(@1,2)`` as a binary block, channel 1's transient trigger output pulsing a Digital I/O line
-per step (for an ADC cabled to it).
+``capabilities``; and voltage sourcing as on the 2400, capped per channel
+(:class:`~instruments.voltage_source.CappedVoltageSource`): ``limit_voltage_source`` (the
+station's pair limits: |V| <= compliance_v, current compliance <= max_current_a, refused
+beyond before anything is sent), :meth:`B2900Channel.prepare_voltage_source`,
+``source_voltage``, ``compliance_current``, ``ramp_voltage_to``,
+``source_voltage_and_measure``. The instrument adds
+:meth:`KeysightB2902A.pair_list_sweep`: both channels biased from their lists in lockstep by
+one ``:INIT (@1,2)``, read back by one ``:FETC:ARR? (@1,2)`` as a binary block, channel 1's
+transient trigger output pulsing a Digital I/O line per step (for an ADC cabled to it).
 
 Commands follow the B2900 Series SCPI Command Reference (channel suffix ``[c]``, channel
 lists ``(@1,2)``, ``:FORM[:DATA] REAL,64`` definite-length blocks, status word Table 1-2:
@@ -33,7 +38,8 @@ from pymeasure.instruments import Channel, Instrument, SCPIMixin
 from pymeasure.instruments.validators import strict_discrete_set, strict_range
 
 from instruments import replies
-from instruments.keithley2400 import Readings, SourceState, ramp_levels
+from instruments.keithley2400 import Readings, SourceState
+from instruments.ramps import ramp_levels
 from instruments.transport import (
     GarbledReply,
     InstrumentError,
@@ -46,6 +52,7 @@ from instruments.transport import (
     interrupts_deferred,
     read_setting,
 )
+from instruments.voltage_source import CappedVoltageSource
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +117,7 @@ def _check_levels(values: np.ndarray, limit: float, unit: str) -> None:
         raise ValueError(f"source levels must be finite and within +-{limit:g} {unit}")
 
 
-class B2900Channel(Channel):
+class B2900Channel(CappedVoltageSource, Channel):
     """One channel of a B2902A ("1" or "2"): the methods the station uses on a 2400."""
 
     source_function = Channel.control(
@@ -123,20 +130,24 @@ class B2900Channel(Channel):
         """Control the fixed source current in A (float, strictly from -3.03 to 3.03).""",
         validator=strict_range, values=[-MAX_CURRENT_A, MAX_CURRENT_A],
     )
+    # Voltage sourcing, capped per channel (dynamic): limit_voltage_source() narrows both.
     source_voltage = Channel.control(
         ":SOUR{ch}:VOLT?", ":SOUR{ch}:VOLT %.9g",
-        """Control the fixed source voltage in V (float, strictly from -210 to 210).""",
-        validator=strict_range, values=[-MAX_VOLTAGE_V, MAX_VOLTAGE_V],
+        """Control the fixed source voltage in V (float, strictly from -210 to 210, or
+        within the cap :meth:`limit_voltage_source` set).""",
+        validator=strict_range, values=[-MAX_VOLTAGE_V, MAX_VOLTAGE_V], dynamic=True,
     )
     voltage_compliance = Channel.control(
         ":SENS{ch}:VOLT:PROT?", ":SENS{ch}:VOLT:PROT %.9g",
         """Control the voltage limit of a current source in V (float, 0 to 210).""",
         validator=strict_range, values=[0.0, MAX_VOLTAGE_V], check_set_errors=True,
     )
-    current_compliance = Channel.control(
+    compliance_current = Channel.control(
         ":SENS{ch}:CURR:PROT?", ":SENS{ch}:CURR:PROT %.9g",
-        """Control the current limit of a voltage source in A (float, 0 to 3.03).""",
+        """Control the current limit of a voltage source in A (float, 0 to 3.03, or to the
+        cap :meth:`limit_voltage_source` set).""",
         validator=strict_range, values=[0.0, MAX_CURRENT_A], check_set_errors=True,
+        dynamic=True,
     )
     nplc = Channel.control(
         ":SENS{ch}:VOLT:NPLC?", ":SENS{ch}:VOLT:NPLC %g",
@@ -160,6 +171,8 @@ class B2900Channel(Channel):
     ramp_delay_s = 1e-3
     #: Largest step (V) when a voltage source has to be ramped down.
     ramp_step_v = 0.05
+    max_voltage_v = voltage_cap_v = MAX_VOLTAGE_V
+    max_compliance_a = compliance_cap_a = MAX_CURRENT_A
 
     # -- plumbing ------------------------------------------------------------------------
     @property
@@ -207,6 +220,30 @@ class B2900Channel(Channel):
             self.write(f":SENS{{ch}}:VOLT:NPLC {nplc:g}")
             self.write(":OUTP{ch} ON")
             self.check_errors_raise()
+
+    def prepare_voltage_source(self, compliance_a: float, nplc: float = 1.0) -> None:
+        """Voltage source at 0 V, fixed mode, voltage and current sensed at ``nplc``
+        power-line cycles with a current compliance of ``compliance_a`` (A, within the cap of
+        :meth:`limit_voltage_source`), output on.
+
+        Whatever the channel sourced before is first ramped to zero (:meth:`ramp_to`), and
+        the voltage level is zeroed before the function changes, so nothing jumps."""
+        if not NPLC_RANGE[0] <= nplc <= NPLC_RANGE[1]:
+            raise ValueError(f"nplc must be in [4e-4, 120], got {nplc!r}")
+        self.check_compliance_a(compliance_a)
+        with self.lock:
+            self.ramp_to(0.0)
+            self.write(":SOUR{ch}:VOLT:MODE FIX")
+            self.source_voltage = 0.0
+            self.compliance_current = compliance_a
+            self.write(":SOUR{ch}:FUNC:MODE VOLT")
+            self.write(':SENS{ch}:FUNC "VOLT","CURR"')
+            self.write(f":SENS{{ch}}:CURR:NPLC {nplc:g}")
+            self.write(":OUTP{ch} ON")
+            self.check_errors_raise()
+
+    def _write_voltage_uncapped(self, value_v: float) -> None:
+        self.write(f":SOUR{{ch}}:VOLT {value_v:.9g}")
 
     def measure_once(self) -> B2900Readings:
         """One spot measurement of this channel (``:MEAS? (@c)``): length 1."""

@@ -3,7 +3,10 @@ timeouts and reconnection.
 
 Entry point: ``SerialTransport("/dev/ttyUSB0", timeout_s=2.0)``; any URL
 ``serial.serial_for_url`` opens works (``/dev/pts/3``, ``socket://host:port``,
-``loop://``, ``rfc2217://...``). A read that does not complete within the timeout raises
+``loop://``, ``rfc2217://...``). The line settings (baud rate, parity, stop and data bits,
+flow control) and the terminations are a :class:`~instruments.line_settings.LinkSettings`
+(default: 115200 baud, 8N1, no flow control, ``\\n`` both ways); an ``rfc2217://`` link
+sends them to the port server. A read that does not complete within the timeout raises
 :class:`InstrumentTimeout` naming the port and the timeout; nothing waits longer.
 On ``socket://`` links Nagle's algorithm is turned off (see ``visa_transport``).
 
@@ -18,7 +21,9 @@ from typing import Any
 
 import serial
 from pymeasure.adapters import SerialAdapter
+from serial.urlhandler import protocol_socket
 
+from instruments.line_settings import LinkSettings
 from instruments.transport import (
     InstrumentConnectionError,
     InstrumentTimeout,
@@ -34,10 +39,12 @@ class SerialTransport(TransportMixin, SerialAdapter):
     """A pymeasure serial adapter for labctl.
 
     url: device path or pyserial URL; timeout_s: longest wait for a reply (s), also the
-    write timeout; baud_rate: line speed (ignored by sockets and ptys' peers);
-    wire_log: optional :class:`WireLog`; name: used in error messages (default: the
-    URL). Further keyword arguments go to ``serial.serial_for_url`` (bytesize, parity,
-    ...). Terminators are ``\\n`` both ways.
+    write timeout; line: the line settings and terminations (a
+    :class:`~instruments.line_settings.LinkSettings`; default 115200 8N1, ``\\n`` both
+    ways); baud_rate (baud): shorthand for a line that differs only in its rate (ignored
+    when ``line`` is given); wire_log: optional :class:`WireLog`; name: used in error
+    messages (default: the URL). Further keyword arguments go to
+    ``serial.serial_for_url`` and override ``line``.
     """
 
     #: Time (s) the line stays closed when the link is closed to be reopened.
@@ -51,23 +58,29 @@ class SerialTransport(TransportMixin, SerialAdapter):
         *,
         timeout_s: float = 5.0,
         baud_rate: int = 115200,
+        line: LinkSettings | None = None,
         wire_log: WireLog | None = None,
         name: str | None = None,
         **kwargs: Any,
     ):
         self._init_transport(url, timeout_s, wire_log, name)
         self.url = url
-        self._serial_kwargs = {"baudrate": baud_rate, **kwargs}
+        self.line = line if line is not None else LinkSettings(baud_rate=baud_rate)
+        self._serial_kwargs = {**self.line.pyserial_kwargs(), **kwargs}
+        self._read_end = self.line.read_termination.encode("ascii")
+        # pyserial's RFC 2217 client has no write timeout (it raises NotImplementedError).
+        self._write_timeout = not url.lower().startswith("rfc2217://")
         self.nodelay: bool | None = None
-        super().__init__(self._connect(), write_termination="\n", read_termination="\n")
+        super().__init__(self._connect(), write_termination=self.line.write_termination,
+                         read_termination=self.line.read_termination)
 
     # -- opening -------------------------------------------------------------------------
     def _connect(self) -> serial.SerialBase:
         try:
-            conn = serial.serial_for_url(
-                self.url, timeout=self._timeout_s, write_timeout=self._timeout_s,
-                **self._serial_kwargs,
-            )
+            timeouts = {"timeout": self._timeout_s}
+            if self._write_timeout:
+                timeouts["write_timeout"] = self._timeout_s
+            conn = serial.serial_for_url(self.url, **timeouts, **self._serial_kwargs)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise InstrumentConnectionError(f"{self.who}: cannot open: {exc}") from exc
         sock = self._tcp_socket(conn)
@@ -77,7 +90,11 @@ class SerialTransport(TransportMixin, SerialAdapter):
 
     @staticmethod
     def _tcp_socket(conn: serial.SerialBase) -> socket.socket | None:
-        # pyserial's socket:// handler keeps its socket as ``_socket``; nothing public.
+        # pyserial's socket:// handler keeps its socket as ``_socket``; nothing public. Only
+        # that handler's: rfc2217:// keeps one too, but a thread of its own reads it (telnet
+        # framing), so a peek or a recv here would steal its bytes.
+        if not isinstance(conn, protocol_socket.Serial):
+            return None
         sock = getattr(conn, "_socket", None)
         return sock if isinstance(sock, socket.socket) else None
 
@@ -108,17 +125,18 @@ class SerialTransport(TransportMixin, SerialAdapter):
                                     waiting_for="room to write") from None
 
     def _recv_text(self) -> str:
-        line = self.connection.read_until(b"\n")
-        if not line.endswith(b"\n"):
+        end = self._read_end
+        line = self.connection.read_until(end)
+        if not line.endswith(end):
             raise InstrumentTimeout(self.url, self._timeout_s, partial=line)
-        return self._decode_reply(line[:-1])
+        return self._decode_reply(line[: -len(end)])
 
     def _recv_bytes(self, count: int, break_on_termchar: bool) -> bytes:
         if count < 0:
             # pymeasure's meaning of -1: whatever arrives until the timeout.
             return SerialAdapter._read_bytes(self, count, break_on_termchar)
         data = SerialAdapter._read_bytes(self, count, break_on_termchar)
-        complete = len(data) == count or (break_on_termchar and data.endswith(b"\n"))
+        complete = len(data) == count or (break_on_termchar and data.endswith(self._read_end))
         if not complete:
             raise InstrumentTimeout(self.url, self._timeout_s,
                                     waiting_for=f"{count} bytes", partial=data)
@@ -149,7 +167,8 @@ class SerialTransport(TransportMixin, SerialAdapter):
 
     def _apply_timeout(self, seconds: float) -> None:
         self.connection.timeout = seconds
-        self.connection.write_timeout = seconds
+        if self._write_timeout:
+            self.connection.write_timeout = seconds
 
     def _discard_input(self) -> None:
         self.connection.reset_input_buffer()

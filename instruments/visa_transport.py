@@ -2,7 +2,10 @@
 
 Entry point: ``VisaTransport("TCPIP::127.0.0.1::5025::SOCKET", timeout_s=2.0)``; pass it to
 any pymeasure ``Instrument``. Backend: pyvisa-py (``@py``) unless ``visa_library`` says
-otherwise.
+otherwise (``"@ivi"``, a vendor library's path such as
+``/usr/lib/x86_64-linux-gnu/libvisa.so``); :func:`resource_manager` keeps one pyvisa
+``ResourceManager`` per library for every transport of the process, and a library that
+cannot be loaded is a :class:`VisaLibraryError` naming the instrument and the library.
 
 Why TCP_NODELAY matters: on a raw socket a driver often writes a command and then sends a
 query (``:SOUR:CURR 1e-5`` then ``:READ?``). With Nagle's algorithm on, the query waits in
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import warnings
 from typing import Any
 
@@ -27,6 +31,7 @@ import pyvisa
 from pymeasure.adapters import VISAAdapter
 from pyvisa.constants import ResourceAttribute, StatusCode
 
+from instruments.line_settings import DEFAULT_TERMINATION, DEFAULT_VISA_LIBRARY
 from instruments.transport import (
     InstrumentConnectionError,
     InstrumentTimeout,
@@ -36,6 +41,42 @@ from instruments.transport import (
     socket_peer_closed,
     take_waiting,
 )
+
+_managers: dict[str, pyvisa.ResourceManager] = {}
+_managers_lock = threading.Lock()
+
+
+class VisaLibraryError(InstrumentConnectionError):
+    """The VISA library an instrument names cannot be loaded (``library``: as given)."""
+
+    def __init__(self, who: str, library: str, why: str):
+        self.library = library
+        self.why = why
+        super().__init__(f"{who}: VISA library {library!r} cannot be loaded: {why}")
+
+
+def resource_manager(visa_library: str = DEFAULT_VISA_LIBRARY, *, who: str = "VISA"
+                     ) -> pyvisa.ResourceManager:
+    """The process's one pyvisa ``ResourceManager`` for ``visa_library`` (``""`` and
+    ``"@py"`` are the same: pyvisa-py), opened on first use and again after it was
+    closed. :class:`VisaLibraryError` (naming ``who`` and the library) if it cannot be
+    loaded."""
+    key = visa_library.strip() or DEFAULT_VISA_LIBRARY
+    with _managers_lock:
+        rm = _managers.get(key)
+        if rm is not None:
+            try:
+                _ = rm.session  # raises once the manager was closed
+                return rm
+            except pyvisa.errors.InvalidSession:
+                del _managers[key]
+        try:
+            rm = pyvisa.ResourceManager(key)
+        except (pyvisa.errors.LibraryError, OSError, ValueError) as exc:
+            raise VisaLibraryError(who, visa_library, str(exc)) from exc
+        _managers[key] = rm
+        return rm
+
 
 # VISA status codes that mean the link itself is gone, not a slow instrument.
 _LINK_LOST = {
@@ -52,8 +93,11 @@ class VisaTransport(TransportMixin, VISAAdapter):
     resource_name: VISA resource string; timeout_s: longest wait for a reply (s), also
     the open timeout; wire_log: optional :class:`WireLog`; name: used in error messages
     (default: the resource string); nodelay: turn Nagle's algorithm off on raw sockets
-    (False only to measure what it costs); further keyword arguments go to pyvisa's
-    ``open_resource``. Terminators are ``\\n`` both ways.
+    (False only to measure what it costs); visa_library: ``"@py"`` (pyvisa-py, the
+    default), ``"@ivi"`` or a vendor VISA library's path (see :func:`resource_manager`);
+    read_termination / write_termination: ``"\\n"`` unless given (``"\\r\\n"``,
+    ``"\\r"``); further keyword arguments go to pyvisa's ``open_resource`` (an ``ASRL``
+    resource's ``baud_rate``, ``parity``, ...).
 
     ``nodelay`` afterwards tells what is in effect: True (off, verified), False (Nagle
     on) or None (not a raw TCP socket: the option does not apply).
@@ -69,7 +113,9 @@ class VisaTransport(TransportMixin, VISAAdapter):
         wire_log: WireLog | None = None,
         name: str | None = None,
         nodelay: bool = True,
-        visa_library: str = "@py",
+        visa_library: str = DEFAULT_VISA_LIBRARY,
+        read_termination: str = DEFAULT_TERMINATION,
+        write_termination: str = DEFAULT_TERMINATION,
         **kwargs: Any,
     ):
         self._init_transport(resource_name, timeout_s, wire_log, name)
@@ -77,16 +123,21 @@ class VisaTransport(TransportMixin, VISAAdapter):
         self.nodelay: bool | None = None
         self._socket: socket.socket | None = None
         self._session: Any = None
+        self.visa_library = visa_library
+        self._read_end = read_termination.encode("ascii")
         ms = _ms(timeout_s)
         self._open_kwargs: dict[str, Any] = {
-            "read_termination": "\n",
-            "write_termination": "\n",
+            "read_termination": read_termination,
+            "write_termination": write_termination,
             "timeout": ms,
             "open_timeout": ms,
             **kwargs,
         }
+        # Before the try below: a library that will not load says so, not "cannot open".
+        rm = resource_manager(visa_library, who=self.who)
         try:
-            super().__init__(resource_name, visa_library, **self._open_kwargs)
+            # pyvisa hands back the manager of a library it has loaded: this one.
+            super().__init__(resource_name, rm.visalib, **self._open_kwargs)
         except Exception as exc:
             raise InstrumentConnectionError(
                 f"{self.who}: cannot open ({exc}) within {timeout_s:g} s"
@@ -180,7 +231,8 @@ class VisaTransport(TransportMixin, VISAAdapter):
             raise
         # Decoded here, not by pyvisa: a non-ASCII reply is a GarbledReply naming the
         # instrument and command, not a bare UnicodeDecodeError.
-        return self._decode_reply(raw[:-1] if raw.endswith(b"\n") else raw)
+        end = self._read_end
+        return self._decode_reply(raw[: -len(end)] if raw.endswith(end) else raw)
 
     def _recv_bytes(self, count: int, break_on_termchar: bool) -> bytes:
         try:

@@ -11,6 +11,14 @@ Every Sweep is checked by the :class:`SafetyEnvelope` before any instrument sees
 points are sorted by current and padded with ramp points to and from zero. Compliance
 hits and ADC overranges are flagged in the result, never silently used as data.
 
+A plan may yield several sweeps at once, as a tuple (``fd_batch(..., together=True)``);
+the engine sends back a tuple of their results, in the same order. On a station whose
+capabilities declare ``parallel_pairs`` (in list mode) it groups them into parallel steps:
+sweeps of pairs that share no SMU instrument, read different ADC inputs and have the same
+compliance are connected together and swept in one lockstep list sweep
+(``StationInterface.list_sweep_many``), so that their instrument time overlaps; each
+sweep is still checked, sorted and ramped on its own. Elsewhere they run one by one.
+
 A :class:`Pulse` is checked by the envelope too, then connects its pair the same way as a
 sweep (the SMUs stay on at 0 A) and fires the ADC board's pulse generator on the device's
 bus.
@@ -38,6 +46,7 @@ class EngineStats:
     padded_points: int = 0
     switches: int = 0
     pulses: int = 0
+    parallel_steps: int = 0  # list sweeps that measured more than one pair at once
 
 
 class Engine:
@@ -72,8 +81,11 @@ class Engine:
                 "list sweeps on the trigger cabling"
             )
         self.mode = ("list" if list_capable else "host") if mode == "auto" else mode
+        #: Sweeps yielded together run in parallel steps (see the module docstring).
+        self.parallel = self.mode == "list" and getattr(
+            station.capabilities(), "parallel_pairs", False)
         self.stats = EngineStats()
-        self._connected: int | None = None
+        self._connected: tuple[int, ...] | None = None
         self._compliance_v: float | None = None
 
     def run(self, plan: Plan) -> Any:
@@ -93,6 +105,10 @@ class Engine:
         if isinstance(intent, Sweep):
             self.envelope.check(intent)
             return self._sweep(intent)
+        if isinstance(intent, tuple) and intent and all(isinstance(s, Sweep) for s in intent):
+            for sweep in intent:
+                self.envelope.check(sweep)
+            return self._sweeps(intent)
         if isinstance(intent, Pulse):
             self.envelope.check(intent)
             return self._pulse(intent)
@@ -101,8 +117,15 @@ class Engine:
     # -- sweeps ----------------------------------------------------------------------
     def _sweep(self, sweep: Sweep) -> SweepResult:
         if len(sweep) == 0:
-            empty = np.zeros(0)
-            return SweepResult(sweep, empty, empty, empty, empty.astype(bool), empty.astype(bool))
+            return _empty_result(sweep)
+        order, a, b, real = self._padded(sweep)
+        self._prepare(sweep.pair)
+        sweep_on = self.station.list_sweep if self.mode == "list" else self.station.host_sweep
+        raw = sweep_on(sweep.pair, a, b, nplc=self.nplc)
+        return self._result(sweep, raw, order, a, real)
+
+    def _padded(self, sweep: Sweep):
+        """(sort order, levels of A and B with their ramps, mask of the real points)."""
         order = np.argsort(sweep.currents_a, kind="stable")
         a, b, real = self.envelope.ramped(
             sweep.pair, sweep.currents_a[order], sweep.currents_b[order]
@@ -112,9 +135,53 @@ class Engine:
                 f"sweep of pair {sweep.pair} needs {len(a)} points with its "
                 f"ramps; a list holds at most {MAX_LIST_POINTS}"
             )
-        self._prepare(sweep.pair)
-        sweep_on = self.station.list_sweep if self.mode == "list" else self.station.host_sweep
-        raw = sweep_on(sweep.pair, a, b, nplc=self.nplc)
+        return order, a, b, real
+
+    def independent(self, p: int, q: int) -> bool:
+        """Pairs ``p`` and ``q`` can be swept in one parallel step: different pairs on
+        different SMU instruments and different ADC inputs, with the same compliance."""
+        wp, wq = self.station.wiring.pair(p), self.station.wiring.pair(q)
+        inst_p = {wp.a.smu.instrument, wp.b.smu.instrument}
+        inst_q = {wq.a.smu.instrument, wq.b.smu.instrument}
+        return (p != q and not inst_p & inst_q and wp.adc_input != wq.adc_input
+                and self.envelope.limits(p).compliance_v == self.envelope.limits(q).compliance_v)
+
+    def groups(self, pairs: list[int]) -> list[list[int]]:
+        """Indices into ``pairs`` grouped into parallel steps (first fit, in order; one
+        index per group when the engine does not run pairs in parallel)."""
+        out: list[list[int]] = []
+        for i, pair in enumerate(pairs):
+            for group in out if self.parallel else ():
+                if all(self.independent(pair, pairs[j]) for j in group):
+                    group.append(i)
+                    break
+            else:
+                out.append([i])
+        return out
+
+    def _sweeps(self, sweeps: tuple[Sweep, ...]) -> tuple[SweepResult, ...]:
+        results: list[SweepResult | None] = [None] * len(sweeps)
+        live = [i for i, s in enumerate(sweeps) if len(s)]
+        for i, s in enumerate(sweeps):
+            if not len(s):
+                results[i] = _empty_result(s)
+        for group in self.groups([sweeps[i].pair for i in live]):
+            members = [live[j] for j in group]
+            if len(members) == 1:
+                results[members[0]] = self._sweep(sweeps[members[0]])
+                continue
+            padded = [self._padded(sweeps[i]) for i in members]
+            pairs = [sweeps[i].pair for i in members]
+            self._prepare_group(pairs)
+            raws = self.station.list_sweep_many(
+                [(pair, a, b) for pair, (_, a, b, _) in zip(pairs, padded, strict=True)],
+                nplc=self.nplc)
+            self.stats.parallel_steps += 1
+            for i, (order, a, _, real), raw in zip(members, padded, raws, strict=True):
+                results[i] = self._result(sweeps[i], raw, order, a, real)
+        return tuple(results)
+
+    def _result(self, sweep: Sweep, raw, order, a, real) -> SweepResult:
         self.stats.sweeps += 1
         self.stats.points += len(sweep)
         self.stats.padded_points += len(a)
@@ -148,14 +215,25 @@ class Engine:
         return None
 
     def _prepare(self, pair: int) -> None:
-        compliance_v = self.envelope.limits(pair).compliance_v
+        self._prepare_group([pair])
+
+    def _prepare_group(self, pairs: list[int]) -> None:
+        compliance_v = self.envelope.limits(pairs[0]).compliance_v
         if self._compliance_v != compliance_v:
             # Sources sit at 0 A between sweeps, so changing the compliance is safe here.
             self.station.prepare_sources(
                 compliance_v=compliance_v, nplc=self.nplc, adc_gain=self.adc_gain
             )
             self._compliance_v = compliance_v
-        if self._connected != pair:
-            self.station.connect_pair(pair)
-            self._connected = pair
+        if self._connected != tuple(pairs):
+            if len(pairs) == 1:
+                self.station.connect_pair(pairs[0])
+            else:
+                self.station.connect_pairs(list(pairs))
+            self._connected = tuple(pairs)
             self.stats.switches += 1
+
+
+def _empty_result(sweep: Sweep) -> SweepResult:
+    empty = np.zeros(0)
+    return SweepResult(sweep, empty, empty, empty, empty.astype(bool), empty.astype(bool))

@@ -69,8 +69,13 @@ def fd_batch(
     di: float,
     mode: str = "swap",
     calibration: Calibration | None = None,
+    together: bool = False,
 ) -> Plan:
-    """Plan: activations and derivatives for ``currents`` (batch, n_pairs), column j on pairs[j]."""
+    """Plan: activations and derivatives for ``currents`` (batch, n_pairs), column j on pairs[j].
+
+    together: yield every pair's sweep at once, as one tuple (an engine on a station that
+    sweeps pairs in parallel runs them so); otherwise one sweep after another.
+    """
     if mode not in MODES:
         raise ValueError(f"finite-difference mode must be one of {MODES}, got {mode!r}")
     if di == 0:
@@ -82,18 +87,24 @@ def fd_batch(
     v = np.empty((batch, n))
     d = np.empty((batch, n))
     valid = np.empty((batch, n), dtype=bool)
-    for j, pair in enumerate(pairs):
+
+    def sweep_of(j: int, pair: int) -> Sweep:
         i = currents[:, j]
         if mode == "forward":
-            r = yield Sweep(pair, i, i + di, label="fd-forward")
+            return Sweep(pair, i, i + di, label="fd-forward")
+        return Sweep(pair, np.concatenate([i, i + di]), np.concatenate([i + di, i]),
+                     label="fd-swap")
+
+    results = (yield tuple(sweep_of(j, p) for j, p in enumerate(pairs))) if together else None
+    for j, pair in enumerate(pairs):
+        i = currents[:, j]
+        r = results[j] if together else (yield sweep_of(j, pair))
+        if mode == "forward":
             offset = calibration.offset_at(pair, i) if calibration else 0.0
             d[:, j] = (r.v_diff - offset) / di
             v[:, j] = r.v_a
             valid[:, j] = r.valid
         else:
-            r = yield Sweep(
-                pair, np.concatenate([i, i + di]), np.concatenate([i + di, i]), label="fd-swap"
-            )
             d[:, j] = (r.v_diff[:batch] - r.v_diff[batch:]) / (2 * di)
             v[:, j] = r.v_a[:batch]
             valid[:, j] = r.valid[:batch] & r.valid[batch:]

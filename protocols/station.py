@@ -2,7 +2,9 @@
 
 :class:`StationInterface` is what a bench must offer the protocol layer: prepare the
 sources, connect a pair, run a list sweep or a host-paced sweep on it, fire a programming
-pulse, and shut down safely; it declares what it can (:class:`Capabilities`). labctl's
+pulse, and shut down safely; it declares what it can (:class:`Capabilities`). A station
+whose capabilities declare ``parallel_pairs`` also connects several pairs at once
+(``connect_pairs``) and sweeps them together (``list_sweep_many``). labctl's
 station runtime implements it over real drivers; a test may implement it in memory.
 Units: A, V, s.
 """
@@ -20,9 +22,13 @@ from protocols.wiring import Wiring
 @dataclass(frozen=True)
 class Capabilities:
     """list_sweep: every SMU channel runs source lists on the trigger cabling and the ADC
-    takes one triggered sample per step, so a pair's whole list is one sweep."""
+    takes one triggered sample per step, so a pair's whole list is one sweep.
+    parallel_pairs: pairs on different SMU instruments and different ADC inputs can be
+    connected together and swept in one step (``list_sweep_many``): one trigger master
+    paces every SMU channel of them and the ADC samples each pair's input per step."""
 
     list_sweep: bool
+    parallel_pairs: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,6 +86,16 @@ class StationInterface(Protocol):
     def list_sweep(self, pair: int, levels_a: np.ndarray, levels_b: np.ndarray, *,
                    nplc: float) -> RawSweep:
         """Device A through ``levels_a``, B through ``levels_b`` (A), as one list sweep."""
+
+    def connect_pairs(self, pairs: list[int]) -> None:
+        """Connect every pair of ``pairs`` at once (break before make; needs
+        ``parallel_pairs``); sources must be at 0 A."""
+
+    def list_sweep_many(self, sweeps: list[tuple[int, np.ndarray, np.ndarray]], *,
+                        nplc: float) -> list[RawSweep]:
+        """(pair, levels_a, levels_b) of each connected pair, swept together in lockstep
+        (lists of unequal length: the shorter ones hold 0 A after their end); the readings
+        of each, its own length."""
 
     def host_sweep(self, pair: int, levels_a: np.ndarray, levels_b: np.ndarray, *,
                    nplc: float) -> RawSweep:

@@ -3,11 +3,15 @@
 The board reads ``world.differential(channel)``, the difference of the rows its input
 cable in the world's cabling names (on the default cabling input 1 is V(bus B) - V(bus A),
 input 2 is open). It takes triggered samples on the pulses that reach its trigger input,
-``(name, trigger_line)``, along the cabling's trigger cables. A reading is amplified by the
+``(name, trigger_line)``, along the cabling's trigger cables: one record per pulse of the
+input ``CHAN`` selects, or, with a scan list (``ACQ:CHAN 1,2``), one record per listed
+input per pulse, in list order (the inputs are sampled together, as on a board with one
+converter per input), so that one trigger master pacing two pairs on two couples of rows
+gets both pairs' V_B - V_A from one acquisition. A reading is amplified by the
 gain, gets the ADC's noise (input-referred, so it is amplified too), is clipped at the
 ADC's +-10 V full scale and is divided back by the gain, so every value on the wire is
-input-referred (V). Its pulse generator applies programming pulses to the device on bus A
-or B (``world.program``). Units: V, s, S/s.
+input-referred (V). Its pulse generator applies programming pulses to the device on a bus,
+any row of the world's matrix (``world.program``). Units: V, s, S/s.
 
 The fixed command set is parsed here directly (no SCPI tree): header and one optional
 argument separated by whitespace, headers case-insensitive.
@@ -30,7 +34,7 @@ RATE_RANGE = (10.0, 100_000.0)  # S/s
 AVER_RANGE = (1, 1024)
 COUNT_RANGE = (1, 10_000)
 CHANNELS = (1, 2)
-PULSE_BUSES = ("A", "B")
+PULSE_BUSES = ("A", "B")  # the default rows; the board pulses any row of its world
 PULSE_AMPLITUDE_V = 1.5  # the pulse generator's +- range
 PULSE_WIDTH_RANGE_S = (1e-7, 1e-3)
 RECORD = struct.Struct("<Qdb")  # timestamp (us), input-referred V, status
@@ -130,12 +134,13 @@ class SimAdcBoard:
             self.rate = 1000.0
             self.aver = 1
             self.channel = 1
+            self.scan: tuple[int, ...] = ()  # empty: the CHAN input alone
             self.count = 1
             self.state = IDLE
             self.samples: list[Sample] = []
             self.pulses = 0
             self._pulse_width_s = 0.0
-            self._t0 = self.world.clock.now()
+            self._t0 = self.world.clock.now(self.name)
 
     def _disarm(self) -> None:
         if self._subscription is not None:
@@ -164,11 +169,13 @@ class SimAdcBoard:
             self._errors.append(code)
 
     # -- measurement -----------------------------------------------------------------
-    def read(self) -> tuple[float, int]:
-        """One reading now: (input-referred V, status); spends no clock time."""
+    def read(self, channel: int | None = None) -> tuple[float, int]:
+        """One reading of input ``channel`` (default: the CHAN input) now: (input-referred
+        V, status); spends no clock time."""
+        channel = self.channel if channel is None else channel
         with self.world.lock:
             amplified = (
-                self.world.differential(self.channel) + self.world.adc_noise(self.integration_s)
+                self.world.differential(channel) + self.world.adc_noise(self.integration_s)
             ) * self.gain
         status = STATUS_OVERRANGE if abs(amplified) > FULL_SCALE_V else 0
         amplified = min(max(amplified, -FULL_SCALE_V), FULL_SCALE_V)
@@ -179,10 +186,11 @@ class SimAdcBoard:
         # level because sources subscribe with a lower order.
         if self.state != ARMED:
             return
-        volts, status = self.read()
-        stamp = round((self.world.clock.now() - self._t0) * 1e6)
-        self.samples.append(Sample(max(stamp, 0), volts, status))
-        if len(self.samples) >= self.count:
+        stamp = max(round((self.world.clock.now(self.name) - self._t0) * 1e6), 0)
+        for channel in self.scan or (self.channel,):
+            volts, status = self.read(channel)
+            self.samples.append(Sample(stamp, volts, status))
+        if len(self.samples) >= self.count * len(self.scan or (self.channel,)):
             self.state = DONE
             self._disarm()
 
@@ -212,9 +220,9 @@ class SimAdcBoard:
         if header == "MEAS?":
             # The integration takes time; spend it without holding the world lock so the
             # other instruments keep running (matters when time_scale > 0).
-            self.world.clock.spend(self.integration_s)
+            self.world.clock.spend(self.name, self.integration_s)
         elif pulse_s:
-            self.world.clock.spend(pulse_s)
+            self.world.clock.spend(self.name, pulse_s)
         return reply
 
     def _dispatch(self, header: str, arg: str) -> str | None:
@@ -226,6 +234,7 @@ class SimAdcBoard:
             "AVER?": lambda: str(self.aver),
             "CHAN?": lambda: str(self.channel),
             "ACQ:COUN?": lambda: str(self.count),
+            "ACQ:CHAN?": lambda: ",".join(map(str, self.scan)) if self.scan else "0",
             "ACQ:STAT?": lambda: f"{self.state},{len(self.samples)}",
             "PROG:COUN?": lambda: str(self.pulses),
             "MEAS?": self._measure,
@@ -246,6 +255,9 @@ class SimAdcBoard:
             return None
         if header == "PROG:PULS":
             self._pulse(arg)
+            return None
+        if header == "ACQ:CHAN":
+            self._set_scan(arg)
             return None
         raise _CommandError(-113)
 
@@ -277,10 +289,31 @@ class SimAdcBoard:
             raise _CommandError(-222)
         self.channel = int(value)
 
+    def _set_scan(self, arg: str) -> None:
+        """``ACQ:CHAN <n>[,<n>]``: the inputs each pulse samples, in order; ``0``: the CHAN
+        input alone (the reset state)."""
+        fields = [f.strip() for f in arg.split(",")] if arg else []
+        if not fields:
+            raise _CommandError(-104)
+        numbers = [_parse_number(f) for f in fields]
+        if numbers == [0]:
+            scan: tuple[int, ...] = ()
+        elif any(n not in CHANNELS for n in numbers) or len(set(numbers)) != len(numbers):
+            raise _CommandError(-222)
+        else:
+            scan = tuple(int(n) for n in numbers)
+        if self.state == ARMED:
+            raise _CommandError(-221)  # the running acquisition was armed for the old list
+        if self.count * max(len(scan), 1) > COUNT_RANGE[1]:
+            raise _CommandError(-221)  # more records than the board's memory
+        self.scan = scan
+
     def _set_count(self, value: float) -> None:
         count = _integer_in(value, COUNT_RANGE)
         if self.state == ARMED:
             raise _CommandError(-221)  # the running acquisition was armed for the old count
+        if count * max(len(self.scan), 1) > COUNT_RANGE[1]:
+            raise _CommandError(-221)  # more records than the board's memory
         self.count = count
 
     def _arm(self) -> None:
@@ -293,13 +326,13 @@ class SimAdcBoard:
         )
 
     def _pulse(self, arg: str) -> None:
-        """``PROG:PULS <A|B>,<amplitude V>,<width s>``: every check before the pulse fires."""
+        """``PROG:PULS <row>,<amplitude V>,<width s>``: every check before the pulse fires."""
         fields = [f.strip() for f in arg.split(",")] if arg else []
         if len(fields) != 3 or not fields[0]:
             raise _CommandError(-104)
         bus = fields[0].upper()
         amplitude, width = _parse_number(fields[1]), _parse_number(fields[2])
-        if bus not in PULSE_BUSES or abs(amplitude) > PULSE_AMPLITUDE_V:
+        if bus not in self.world.rows or abs(amplitude) > PULSE_AMPLITUDE_V:
             raise _CommandError(-222)
         if not PULSE_WIDTH_RANGE_S[0] <= width <= PULSE_WIDTH_RANGE_S[1]:
             raise _CommandError(-222)

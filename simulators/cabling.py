@@ -1,7 +1,12 @@
 """How the simulated bench is cabled: SMU outputs to matrix rows, ADC inputs, trigger link.
 
-The switch matrix has two rows (buses), "A" and "B": channel ``1Akk`` connects row A to
-device A of pair kk, ``1Bkk`` row B to device B of pair kk. A :class:`Cabling` says which
+The switch matrix has two rows (buses), "A" and "B", unless the cabling's ``matrix_rows``
+names more of the card's rows A to H (:data:`MATRIX_ROWS`): channel ``1Akk`` connects row A
+to device A of pair kk, ``1Bkk`` row B to device B of pair kk, and in general the rows come
+in couples, A/B, C/D, E/F, G/H, the first of each reaching the pairs' devices A, the
+second their devices B (``1Ckk``: row C to device A of pair kk). Every couple reaches every
+pair, so that two pairs can be connected at once on two couples of rows, each couple driven
+by its own SMU channels and read by its own ADC input. A :class:`Cabling` says which
 SMU channel drives which row (:class:`SmuCable`), which rows each differential input of the
 ADC board reads (:class:`AdcInputCable`) and which trigger-link output line of which
 instrument reaches which input line of which other instrument (:class:`TriggerCable`). The
@@ -17,8 +22,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-#: The rows (buses) of the switch matrix.
+#: The rows (buses) of the switch matrix by default.
 ROWS = ("A", "B")
+#: Every row a simulated matrix card can have; even positions (A, C, E, G) reach devices A.
+MATRIX_ROWS = ("A", "B", "C", "D", "E", "F", "G", "H")
 #: The ADC board's differential inputs.
 ADC_INPUTS = (1, 2)
 #: Trigger-link lines of a Keithley 2400 (``:TRIG:OLIN`` / ``:TRIG:ILIN`` take 1 to 4).
@@ -27,6 +34,11 @@ TRIGGER_LINES = (1, 2, 3, 4)
 ADC_TRIGGER_LINE = 1
 #: Switch channels that can connect a row to its reference resistor (matrix column 00).
 REFERENCE_CHANNELS = tuple(f"1{row}00" for row in ROWS)
+
+
+def row_device(row: str) -> int:
+    """The device a matrix row reaches: 0 (device A) for A, C, E, G; 1 (B) for B, D, F, H."""
+    return MATRIX_ROWS.index(row) % 2
 
 
 @dataclass(frozen=True)
@@ -94,9 +106,11 @@ class Cabling:
     #: (``1A00``: row A). Empty with a ``reference_load_ohm``: the resistor is hard-wired to
     #: every SMU row in place of the switch matrix (the matrix then reaches no device).
     reference_channels: tuple[str, ...] = ()
+    #: The rows the matrix card has: whole couples from A/B on (A, B or A, B, C, D, ...).
+    matrix_rows: tuple[str, ...] = ROWS
 
     def __post_init__(self) -> None:
-        for name in ("smus", "adc_inputs", "triggers", "reference_channels"):
+        for name in ("smus", "adc_inputs", "triggers", "reference_channels", "matrix_rows"):
             object.__setattr__(self, name, tuple(getattr(self, name)))
 
     # -- look-ups ----------------------------------------------------------------------
@@ -162,14 +176,20 @@ class Cabling:
             )
         if not self.smus:
             raise ValueError("cabling: no SMU is cabled")
+        n_rows = len(self.matrix_rows)
+        if (n_rows < 2 or n_rows % 2 or n_rows > len(MATRIX_ROWS)
+                or self.matrix_rows != MATRIX_ROWS[:n_rows]):
+            raise ValueError(f"cabling: matrix rows {self.matrix_rows!r} are not whole couples "
+                             "of rows from A/B on (A, B or A, B, C, D, ... up to H)")
+        rows_text = _rows_text(self.matrix_rows)
         rows: dict[str, str] = {}
         for cable in self.smus:
             if not isinstance(cable.channel, str) or not cable.channel:
                 raise ValueError(f"cabling: SMU {cable.instrument!r} has a bad channel "
                                  f"{cable.channel!r}")
-            if cable.row not in ROWS:
+            if cable.row not in self.matrix_rows:
                 raise ValueError(f"cabling: SMU {cable.instrument!r} is cabled to row "
-                                 f"{cable.row!r}; the rows are A and B")
+                                 f"{cable.row!r}; the rows are {rows_text}")
             if cable.row in rows:
                 raise ValueError(f"cabling: two SMU channels on row {cable.row}: "
                                  f"{rows[cable.row]} and {cable.instrument} channel "
@@ -192,9 +212,9 @@ class Cabling:
                 if end is None:
                     raise ValueError(f"cabling: ADC input {cable.input} is half open "
                                      "(give both rows, or neither)")
-                if end not in ROWS:
+                if end not in self.matrix_rows:
                     raise ValueError(f"cabling: ADC input {cable.input} reads row {end!r}; "
-                                     "the rows are A and B")
+                                     f"the rows are {rows_text}")
             if cable.plus_row == cable.minus_row:
                 raise ValueError(f"cabling: ADC input {cable.input} reads row "
                                  f"{cable.plus_row} against itself")
@@ -225,11 +245,17 @@ class Cabling:
             if cable in seen_triggers:
                 raise ValueError(f"cabling: {where} is given twice")
             seen_triggers.add(cable)
-        _check_reference(self.reference_load_ohm, self.reference_channels)
+        _check_reference(self.reference_load_ohm, self.reference_channels, self.matrix_rows)
         return self
 
 
-def _check_reference(ohms: float | None, channels: tuple[str, ...]) -> None:
+def _rows_text(rows: tuple[str, ...]) -> str:
+    """"A and B", "A, B, C and D", ..."""
+    return " and ".join([", ".join(rows[:-1]), rows[-1]])
+
+
+def _check_reference(ohms: float | None, channels: tuple[str, ...],
+                     rows: tuple[str, ...] = ROWS) -> None:
     """A reference resistor's value (finite, > 0 Ohm) and its column-00 switch channels."""
     if ohms is None:
         if channels:
@@ -238,10 +264,11 @@ def _check_reference(ohms: float | None, channels: tuple[str, ...]) -> None:
     if isinstance(ohms, bool) or not isinstance(ohms, (int, float)) or not 0 < ohms < float("inf"):
         raise ValueError(f"cabling: reference_load_ohm must be a positive number of Ohm, "
                          f"got {ohms!r}")
+    allowed = [f"1{row}00" for row in rows]
     for name in channels:
-        if name not in REFERENCE_CHANNELS:
+        if name not in allowed:
             raise ValueError(f"cabling: reference channel {name!r} is not one of "
-                             f"{', '.join(REFERENCE_CHANNELS)} (matrix column 00)")
+                             f"{', '.join(allowed)} (matrix column 00)")
         if channels.count(name) > 1:
             raise ValueError(f"cabling: reference channel {name} is given twice")
 

@@ -67,9 +67,11 @@ Decisions where the simulator simplifies or has to choose:
   INITIATE_OVERHEAD_S, and a source level changed over the bus with the output on
   SOURCE_CHANGE_S (see those constants). With ``:TRIG:SOUR TLIN``, ``:INIT`` arms it on
   its input line ``:TRIG:ILIN`` (pulses arrive there only along trigger cables): each
-  pulse sets the next level and takes a reading (a slave spends no clock time: its
-  integration overlaps its master's), and after the last one the source returns to bias
-  in a late subscriber (order 20), so that acquirers (order 10) sample the last step too.
+  pulse sets the next level and takes a reading and spends its source-measure cycle on its
+  own timeline (``world.clock``: it overlaps its master's step, so a 2400 master and slave
+  take one step's time, and a faster master does not hide the slave's), and after the last
+  one the source returns to bias in a late subscriber (order 20), so that acquirers
+  (order 10) sample the last step too.
   The arm layer always passes immediately (``:ARM:SOUR`` is stored only).
 * ``:FETC?`` while a trigger-link sweep is still armed waits up to 5 s for it to finish;
   then it queues -230 "Data corrupt or stale" and answers nothing (the sweep stays armed).
@@ -314,7 +316,7 @@ class SimKeithley2400:
         self._output_off()
         self.cfg.update(RESET_DEFAULTS)
         self.readings = []
-        self._t0 = self.world.clock.now()
+        self._t0 = self.world.clock.now(self.name)
 
     @property
     def _source_is_current(self) -> bool:
@@ -360,11 +362,11 @@ class SimKeithley2400:
             # Sleep without the world lock so the other instruments keep running.
             self.world.lock.release()
             try:
-                clock.spend(seconds)
+                clock.spend(self.name, seconds)
             finally:
                 self.world.lock.acquire()
         else:
-            clock.spend(seconds)
+            clock.spend(self.name, seconds)
 
     # -- measurement -------------------------------------------------------------------
     def _meas_conf(self) -> _MeasConf:
@@ -474,7 +476,8 @@ class SimKeithley2400:
             if always_off:
                 self.world.release(self.bus)
             self._spend(conf.step_s)
-            self._store((volts, amps, ohms, self.world.clock.now() - self._t0, float(status)))
+            t = self.world.clock.now(self.name) - self._t0
+            self._store((volts, amps, ohms, t, float(status)))
         self._end_sweep()
 
     def _end_sweep(self) -> None:
@@ -503,7 +506,11 @@ class SimKeithley2400:
         sweep.count += 1
         self._drive(level)
         volts, amps, ohms, status = self._sample(level, sweep.conf)
-        self._store((volts, amps, ohms, self.world.clock.now() - self._t0, float(status)))
+        self._store((volts, amps, ohms, self.world.clock.now(self.name) - self._t0, float(status)))
+        # Its own source-measure cycle, on its own timeline: it overlaps the master's step
+        # (station time is the later of the two), and a master faster than this 2400 does
+        # not hide the slave's time. Not slept: this runs in the pulse sender's thread.
+        self.world.clock.spend(self.name, sweep.conf.step_s, sleep=False)
 
     def _after_pulse(self, step: int) -> None:
         sweep = self._sweep
@@ -655,11 +662,11 @@ class SimKeithley2400:
 
     def _time(self, args: list[str]) -> str:
         scpi.none(args)
-        return _num(self.world.clock.now() - self._t0)
+        return _num(self.world.clock.now(self.name) - self._t0)
 
     def _time_reset(self, args: list[str]) -> None:
         scpi.none(args)
-        self._t0 = self.world.clock.now()
+        self._t0 = self.world.clock.now(self.name)
 
     def _status_preset(self, args: list[str]) -> None:
         scpi.none(args)

@@ -281,7 +281,7 @@ class SimKeithley2600:
 
     # -- time ------------------------------------------------------------------------------
     def now(self) -> float:
-        return self.world.clock.now() - self._t0
+        return self.world.clock.now(self.name) - self._t0
 
     def spend(self, seconds: float) -> None:
         if seconds <= 0:
@@ -290,19 +290,19 @@ class SimKeithley2600:
         if clock.time_scale > 0:
             self.world.lock.release()  # the other instruments keep running meanwhile
             try:
-                clock.spend(seconds)
+                clock.spend(self.name, seconds)
             finally:
                 self.world.lock.acquire()
         else:
-            clock.spend(seconds)
+            clock.spend(self.name, seconds)
 
     # -- global state ----------------------------------------------------------------------
     def _reset_globals(self) -> None:
         self.format_data, self.byteorder, self.asciiprecision = 1, 1, 6
         self.blenders = [_Blender() for _ in range(N_BLENDERS)]
         self.digio = [_DigioLine() for _ in range(N_DIGIO)]
-        self._t0 = self.world.clock.now()
-        self._timer0 = self.world.clock.now()
+        self._t0 = self.world.clock.now(self.name)
+        self._timer0 = self.world.clock.now(self.name)
 
     def _reset_all(self) -> None:
         for ch in self.channels.values():
@@ -581,10 +581,10 @@ class SimKeithley2600:
         roots["digio"] = Node(consts=dict(DIGIO_CONSTANTS),
                                kids={"trigger": Node(items=digio_line)})
         roots["timer"] = Node(
-            funcs={"reset": lambda a: (setattr(self, "_timer0", self.world.clock.now()),
+            funcs={"reset": lambda a: (setattr(self, "_timer0", self.world.clock.now(self.name)),
                                        ())[1]},
             kids={"measure": Node(funcs={
-                "t": lambda a: (self.world.clock.now() - self._timer0,)})},
+                "t": lambda a: (self.world.clock.now(self.name) - self._timer0,)})},
         )
         return roots
 

@@ -305,7 +305,7 @@ class SimB2902A:
             ch.cfg = dict(RESET_DEFAULTS)
             ch.readings = []
         self.cfg.update(GLOBAL_DEFAULTS)
-        self._t0 = self.world.clock.now()
+        self._t0 = self.world.clock.now(self.name)
 
     def _drive(self, ch: _Channel, level: float) -> None:
         """Source ``level`` (A or V, as the channel's function) on its row now."""
@@ -337,11 +337,11 @@ class SimB2902A:
             # Sleep without the world lock so the other instruments keep running.
             self.world.lock.release()
             try:
-                clock.spend(seconds)
+                clock.spend(self.name, seconds)
             finally:
                 self.world.lock.acquire()
         else:
-            clock.spend(seconds)
+            clock.spend(self.name, seconds)
 
     # -- measurement -------------------------------------------------------------------
     def _aperture(self, ch: _Channel) -> float:
@@ -361,7 +361,7 @@ class SimB2902A:
         status = ST_I_SOURCE if ch.func == "CURR" else 0
         if self._in_compliance(ch):
             status |= ST_COMPLIANCE
-        t = self.world.clock.now() - self._t0
+        t = self.world.clock.now(self.name) - self._t0
         return (volts, amps, ohms, t, float(status), source)
 
     def _levels(self, ch: _Channel, n: int) -> list[float]:

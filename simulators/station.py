@@ -51,6 +51,30 @@ def _build_smu(model: str, world: StationWorld, cables: list, serial: str):
     raise ValueError(f"no simulated SMU model {model!r} (known: {', '.join(SMU_MODELS)})")
 
 
+class HostTimed:
+    """An instrument as the host reaches it: each command starts on the instrument's
+    timeline no earlier than the host's time, and each reply brings the host up to the
+    instrument's time (:class:`~simulators.world.SimClock`). The host is one client
+    that talks to one instrument after another; this is how a command it sends after
+    another instrument's reply waits for that reply."""
+
+    def __init__(self, instrument, clock, name: str):
+        self.instrument = instrument
+        self.world = getattr(instrument, "world", None)
+        self._clock = clock
+        self._name = name
+
+    def handle(self, line: str):
+        self._clock.command(self._name)
+        reply = self.instrument.handle(line)
+        if reply is not None:
+            self._clock.reply(self._name)
+        return reply
+
+    def __getattr__(self, attr: str):
+        return getattr(self.instrument, attr)
+
+
 def tcp_names(cabling: Cabling) -> tuple[str, ...]:
     """Names of the TCP endpoints in the order their ports are assigned from a port base:
     the SMUs in cabling order, the ADC's socket endpoint ``<adc>_socket``, the switch
@@ -125,7 +149,7 @@ class SimulatedStation:
         self.instruments[cabling.prober] = SimProber(world)
         # One fault wrapper per instrument: the ADC's two endpoints share its message count.
         served = {
-            name: wrap(inst, self.faults.get(name), world, name)
+            name: wrap(HostTimed(inst, world.clock, name), self.faults.get(name), world, name)
             for name, inst in self.instruments.items()
         }
         served[f"{cabling.adc}_socket"] = served[cabling.adc]

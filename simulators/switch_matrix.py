@@ -110,13 +110,16 @@ class SimSwitchMatrix:
         blocked = sorted(channels & self.forbidden)
         if blocked:
             raise _TspError(-1116, f"Forbidden channel {','.join(blocked)}")
-        if exclusive:
-            # Break before make: the world sees every channel open before the new ones
-            # close, so the old device is never connected in parallel with the new one.
-            self.world.set_closed(set())
-            self.world.set_closed(channels)
-        else:
-            self.world.set_closed(self.world.closed | channels)
+        try:
+            if exclusive:
+                # Break before make: the world sees every channel open before the new ones
+                # close, so the old device is never connected in parallel with the new one.
+                self.world.set_closed(set())
+                self.world.set_closed(channels)
+            else:
+                self.world.set_closed(self.world.closed | channels)
+        except ValueError as exc:  # one device on two rows (a simulator limit)
+            raise _TspError(-221, f"Settings conflict: {exc}") from None
 
     def _channel_list(self, arg: str, *, allslots: bool) -> set[str]:
         """The channels named by a TSP channel-list string; -1115 for any unknown name."""

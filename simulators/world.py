@@ -8,7 +8,10 @@ model's I-V gives, and the ADC board reads the voltage differences its input cab
 A reference resistor (``Cabling.reference_load_ohm``) loads a bus hard-wired in place of
 the matrix, or through its column-00 switch channel (:meth:`StationWorld.reference_ohm`). What
 is cabled to what (SMU outputs to buses, ADC inputs, the trigger link) is the world's
-:class:`~simulators.cabling.Cabling`; see docs/wire-protocols.md. Units: A, V, s.
+:class:`~simulators.cabling.Cabling`; see docs/wire-protocols.md. The buses are the
+matrix rows the cabling gives it (``StationWorld.rows``: A and B, or more couples up to H,
+each couple reaching every pair). Instrument time is a :class:`SimClock`: one timeline per
+instrument, station time the latest of them. Units: A, V, s.
 
 Instruments must hold ``world.lock`` around any compound operation; every public method
 here takes it too (it is re-entrant).
@@ -24,11 +27,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from simulators.cabling import DEFAULT_CABLING, ROWS, Cabling
+from simulators.cabling import DEFAULT_CABLING, ROWS, Cabling, row_device
 from simulators.mtj import DeviceBank, Variability, sample_pairs, variability_preset
 
-BUSES = ROWS  # the switch matrix rows; a bus is a row
-_CHANNEL = re.compile(r"^1([AB])(\d\d)$")
+BUSES = ROWS  # the default switch matrix rows; a bus is a row (StationWorld.rows: its own)
+_CHANNEL = re.compile(r"^1([A-H])(\d\d)$")
 _INVERSION_SPAN_A = 20e-3  # current search range for compliance and parallel devices
 
 # Programming pulses (see StationWorld.program).
@@ -76,27 +79,108 @@ class SimSettings:
         )
 
 
-class SimClock:
-    """Instrument time: a virtual clock advanced by what the instruments spend.
+#: Shortest wall-time sleep (s) SimClock takes; shorter spends accumulate until one is due.
+SLEEP_QUANTUM_S = 2e-3
 
-    ``spend(s)`` advances the virtual time by s seconds and sleeps s * time_scale of wall
-    time, so that time_scale 1 is real time and 0 runs as fast as possible.
+
+class SimClock:
+    """Instrument time: one virtual timeline per instrument, station time the latest of them.
+
+    Each instrument's work advances its own timeline (``spend(instrument, s)``), so
+    instruments working at once (a trigger-link master and its slave, the ADC sampling
+    during a sweep, two SMUs sweeping two pairs) overlap instead of adding up. What one
+    instrument waits for, it starts no earlier than: a trigger pulse brings its receivers
+    up to the sender's time (:meth:`wait_until`, called by ``StationWorld.pulse``), and
+    the host, which talks to one instrument after another, carries causality between them:
+    a command reaching an instrument starts no earlier than the host's time
+    (:meth:`command`), and a reply brings the host up to the replying instrument's time
+    (:meth:`reply`). The simulated station calls those two around every command it
+    serves. ``now()`` is station time, the latest timeline (the host's included);
+    ``now(instrument)`` that instrument's own.
+
+    ``spend(s)`` without an instrument is the whole station waiting s seconds (a chuck
+    move, or a test letting time pass): every timeline moves to station time + s.
+
+    time_scale: each spend of s seconds sleeps s * time_scale of wall time in the thread of
+    the instrument that spends it, so instruments spending at once in their own threads
+    overlap in wall time too and wall time follows the longest timeline (time_scale 1 is
+    real time, 0 as fast as possible). Units: s.
     """
 
     def __init__(self, time_scale: float):
         self.time_scale = time_scale
-        self._virtual = 0.0
+        self._timelines: dict[str, float] = {}
+        self._host = 0.0
+        self._floor = 0.0  # every timeline, seen or not, is at least here
+        self._due: dict[str | None, float] = {}  # wall time (perf_counter) each is paced to
         self._lock = threading.Lock()
 
-    def spend(self, seconds: float) -> None:
+    def spend(self, instrument: str | float, seconds: float | None = None, *,
+              sleep: bool = True) -> None:
+        """``spend(instrument, s)``: ``instrument`` works for s seconds on its timeline;
+        ``spend(s)``: the whole station waits s seconds. ``sleep=False``: no wall time is
+        slept for it (work done in another instrument's thread, in the shadow of that
+        instrument's own spends: a trigger-link slave's step)."""
+        if seconds is None:
+            seconds, name = float(instrument), None
+        else:
+            name = str(instrument)
         with self._lock:
-            self._virtual += seconds
-        if self.time_scale > 0 and seconds > 0:
-            time.sleep(seconds * self.time_scale)
+            if name is None:
+                self._floor = self._now() + seconds
+                self._host = self._floor
+                for key in self._timelines:
+                    self._timelines[key] = self._floor
+            else:
+                self._timelines[name] = self._get(name) + seconds
+        if sleep and self.time_scale > 0 and seconds > 0:
+            self._sleep(name, seconds * self.time_scale)
 
-    def now(self) -> float:
-        """Virtual seconds since the station started."""
-        return self._virtual
+    def _sleep(self, name: str | None, wall_s: float) -> None:
+        """Sleep ``wall_s`` for ``name``; short spends accumulate until a sleep of at least
+        SLEEP_QUANTUM_S is due, so that thousands of sub-millisecond sweep steps do not each
+        pay the operating system's sleep overshoot. An instrument that was idle (behind its
+        pace: waiting for the host) does not catch up on the idle time."""
+        wall = time.perf_counter()
+        with self._lock:
+            due = max(self._due.get(name, wall), wall) + wall_s
+            self._due[name] = due
+        if due - wall >= SLEEP_QUANTUM_S:
+            time.sleep(due - wall)
+
+    def wait_until(self, instrument: str, t: float) -> None:
+        """``instrument`` has waited for something that happened at ``t`` (s): its timeline
+        is no earlier than ``t`` from now on (no wall time is slept: what it waited for
+        slept already)."""
+        with self._lock:
+            self._timelines[instrument] = max(self._get(instrument), t)
+
+    def command(self, instrument: str) -> None:
+        """A host command reaches ``instrument``: it starts no earlier than the host."""
+        with self._lock:
+            self._timelines[instrument] = max(self._get(instrument), self._host)
+
+    def reply(self, instrument: str) -> None:
+        """``instrument`` replies to the host: the host is no earlier than the instrument."""
+        with self._lock:
+            self._host = max(self._host, self._get(instrument))
+
+    def now(self, instrument: str | None = None) -> float:
+        """Virtual seconds since the station started: station time (the latest timeline),
+        or ``instrument``'s own timeline."""
+        with self._lock:
+            return self._now() if instrument is None else self._get(instrument)
+
+    def timelines(self) -> dict[str, float]:
+        """Every instrument's timeline (s), by name, and the host's under ``"<host>"``."""
+        with self._lock:
+            return {**self._timelines, "<host>": self._host}
+
+    def _get(self, name: str) -> float:
+        return max(self._timelines.get(name, self._floor), self._floor)
+
+    def _now(self) -> float:
+        return max(self._floor, self._host, *self._timelines.values())
 
 
 @dataclass
@@ -151,7 +235,9 @@ class StationWorld:
         self.die: tuple[int, int] = (1, 1)
         self.in_contact = False
         self.closed: set[str] = set()
-        self.buses = {b: BusState() for b in BUSES}
+        #: The matrix rows (buses) of this world: the cabling's ``matrix_rows``.
+        self.rows: tuple[str, ...] = self.cabling.matrix_rows
+        self.buses = {b: BusState() for b in self.rows}
         # Pulse-to-pulse spread of programming; an ideal population programs exactly.
         ideal = self.variability.spread == 0 and self.variability.mismatch == 0
         self.program_spread = 0.0 if ideal else PROGRAM_SPREAD
@@ -172,15 +258,17 @@ class StationWorld:
         Raises ValueError for a name that is not a channel of this station.
         """
         m = _CHANNEL.match(name)
-        if not m or not 1 <= int(m.group(2)) <= self.settings.n_pairs:
+        if (not m or m.group(1) not in self.rows
+                or not 1 <= int(m.group(2)) <= self.settings.n_pairs):
             raise ValueError(f"no channel {name!r}")
         bus = m.group(1)
-        return bus, int(m.group(2)) - 1, BUSES.index(bus)
+        return bus, int(m.group(2)) - 1, row_device(bus)
 
     def channels(self) -> list[str]:
         """Every switch channel: the devices' 1Akk/1Bkk, then the cabling's reference
         channels (column 00)."""
-        devices = [f"1{b}{k:02d}" for b in BUSES for k in range(1, self.settings.n_pairs + 1)]
+        devices = [f"1{b}{k:02d}" for b in self.rows
+                   for k in range(1, self.settings.n_pairs + 1)]
         return devices + list(self.cabling.reference_channels)
 
     def connected(self, bus: str) -> list[tuple[int, int]]:
@@ -199,11 +287,21 @@ class StationWorld:
 
     # -- switch and prober -----------------------------------------------------------
     def set_closed(self, channels: set[str]) -> None:
-        """Set the closed channels; every bus is re-driven through the new connections."""
+        """Set the closed channels; every bus is re-driven through the new connections.
+
+        ValueError for an unknown channel, or for two closed channels that reach the same
+        device on two rows (two sources on one device: the simulator does not model it).
+        """
         with self.lock:
-            for name in channels:
+            reached: dict[tuple[int, int], str] = {}
+            for name in sorted(channels):
                 if name not in self.cabling.reference_channels:
-                    self.channel_target(name)
+                    _, pair, dev = self.channel_target(name)
+                    if (pair, dev) in reached:
+                        # Two rows (two sources) on one device: not modelled here.
+                        raise ValueError(f"channels {reached[pair, dev]} and {name} both "
+                                         f"reach device {'AB'[dev]} of pair {pair + 1}")
+                    reached[pair, dev] = name
             self.closed = set(channels)
             self._redrive()
 
@@ -296,7 +394,7 @@ class StationWorld:
         return self.buses[cable.plus_row].voltage - self.buses[cable.minus_row].voltage
 
     def _redrive(self) -> None:
-        for bus in BUSES:
+        for bus in self.rows:
             if self.buses[bus].on:
                 self._drive_bus(bus)
 
@@ -535,11 +633,18 @@ class StationWorld:
     def pulse(self, instrument: str, out_line: int, step: int) -> None:
         """``instrument`` pulses its trigger-link output ``out_line`` for sweep step
         ``step`` (0-based). The pulse reaches the input lines the trigger cables from that
-        output lead to, and nothing else: an output line with no cable triggers nobody."""
+        output lead to, and nothing else: an output line with no cable triggers nobody.
+        Every instrument it reaches has waited for it: its timeline is brought up to the
+        sender's (:meth:`SimClock.wait_until`) before its callbacks run."""
         with self.lock:
+            targets = self.cabling.trigger_targets(instrument, out_line)
+            # The pulse leaves at the sender's time: what it reaches starts no earlier.
+            sent_at = self.clock.now(instrument)
+            for target, _ in targets:
+                self.clock.wait_until(target, sent_at)
             subs = [
                 sub
-                for endpoint in self.cabling.trigger_targets(instrument, out_line)
+                for endpoint in targets
                 for sub in self._subscribers.get(endpoint, [])
             ]
             subs.sort(key=lambda s: s.order)

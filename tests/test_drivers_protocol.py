@@ -10,8 +10,9 @@ import pytest
 from pymeasure.test import expected_protocol
 
 from instruments.adc_board import SAMPLE_DTYPE, AdcBoard, parse_block
-from instruments.keithley2400 import Keithley2400, Readings, ramp_levels
+from instruments.keithley2400 import Keithley2400, Readings
 from instruments.prober import Prober
+from instruments.ramps import ramp_levels
 from instruments.switch_matrix import SwitchMatrix
 from instruments.transport import (
     GarbledReply,

@@ -257,3 +257,42 @@ def test_sim_serve_refuses_a_bad_reference_load(tmp_path):
     )
     assert proc.returncode == 2
     assert "--reference-load: must be a positive resistance in Ohm, got -5" in proc.stderr
+
+
+DUAL_CHANNEL = {"keithley2600": ("a", "b"), "keysight_b2902a": ("1", "2")}
+
+
+def dual_channel_station(driver: str, reference: str) -> str:
+    """The built-in station with one two-channel SMU ``smu`` in place of the two 2400s."""
+    a, b = DUAL_CHANNEL[driver]
+    return (BUILTIN_TEXT.replace('[instruments.smu_a]\ndriver = "keithley2400"\n'
+                                 '[instruments.smu_b]\ndriver = "keithley2400"\n',
+                                 f'[instruments.smu]\ndriver = "{driver}"\n')
+            .replace('smu_a = "smu_a"\nsmu_b = "smu_b"\ntrigger_master = "smu_a"',
+                     f'smu_a = "smu:{a}"\nsmu_b = "smu:{b}"\ntrigger_master = "smu:{a}"')
+            + reference)
+
+
+@pytest.mark.parametrize("driver", sorted(DUAL_CHANNEL))
+def test_a_dual_channel_smu_station_measures_both_rows_through_each_channel(driver, tmp_path):
+    a, b = DUAL_CHANNEL[driver]
+    station = tmp_path / "station.toml"
+    station.write_text(dual_channel_station(
+        driver, f'\n[reference]\nohms = 1000.0\ntolerance = 0.005\n'
+                f'channels = {{ "smu:{a}" = "1A00", "smu:{b}" = "1B00" }}\n'))
+    proc = selftest(station, tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "not measured" not in proc.stdout
+    names = [line.split()[1].rstrip(":") for line in proc.stdout.splitlines()
+             if line.startswith("channel ")]
+    assert len(names) == 2
+    for name in names:
+        assert f"channel {name}: pass" in proc.stdout
+        rows = channel_rows(proc.stdout, name)
+        assert [r.split()[0] for r in rows] == ["current", "voltage"]
+        # The voltage row: half of min(compliance_v, max_current_a x R) = 0.05 V, measured.
+        assert rows[1].split()[1:3] == ["0.05", "V"]
+        for row in rows:
+            assert float(row.split()[4]) == pytest.approx(1000.0, rel=0.005)
+            assert row.endswith("pass")
+    assert "outputs: every SMU at 0 and off, switch open (confirmed)" in proc.stdout

@@ -187,3 +187,143 @@ def test_pulse_limits_within_the_ratings():
                                 "ramp_step_a = 20e-6\npulse_max_current_a = 1e-3")
     with pytest.raises(StationFileError, match=r"pulse_max_current_a = 0.001 exceeds"):
         parse_station(text, "p.toml")
+
+
+# -- real benches: VISA library, GPIB, serial line settings, terminations ------------------
+BENCH = r"""
+[instruments.k1]
+driver = "keithley2400"
+resource = "GPIB0::24::INSTR"
+visa_library = "/usr/lib/x86_64-linux-gnu/libvisa.so"
+[instruments.k2]
+driver = "keithley2400"
+resource = "ASRL/dev/ttyS1::INSTR"
+baud_rate = 9600
+parity = "even"
+stop_bits = 2
+data_bits = 7
+flow_control = "xonxoff"
+read_termination = "\r\n"
+write_termination = "\r"
+[instruments.amp]
+driver = "adc_board"
+resource = "/dev/ttyUSB0"
+baud_rate = 57600
+parity = "odd"
+stop_bits = 1.5
+flow_control = "rtscts"
+[instruments.sw]
+driver = "switch_matrix"
+resource = "TCPIP::10.0.0.7::5025::SOCKET"
+visa_library = "@ivi"
+write_termination = "\n"
+[wiring]
+smu_a = "k1"
+smu_b = "k2"
+adc = "amp"
+switch = "sw"
+n_pairs = 2
+"""
+
+
+def test_a_bench_file_selects_each_link():
+    cfg = parse_station(BENCH, "bench.toml")
+    k1, k2, amp, sw = (cfg.instruments[n] for n in ("k1", "k2", "amp", "sw"))
+    assert k1.visa_library == "/usr/lib/x86_64-linux-gnu/libvisa.so"
+    assert (k1.read_termination, k1.write_termination) == (None, None)  # the driver's
+    assert (k2.baud_rate, k2.parity, k2.stop_bits, k2.data_bits, k2.flow_control) == (
+        9600, "even", 2, 7, "xonxoff")
+    assert (k2.read_termination, k2.write_termination) == ("\r\n", "\r")
+    assert k2.visa_library == "@py"  # an ASRL resource is VISA: the default library
+    assert (amp.parity, amp.stop_bits, amp.flow_control, amp.data_bits) == (
+        "odd", 1.5, "rtscts", 8)
+    assert (sw.visa_library, sw.write_termination) == ("@ivi", "\n")
+    # What open_adapter gets: a serial path has no VISA library.
+    assert "visa_library" not in amp.link_settings()
+    assert k2.link_settings() == {
+        "baud_rate": 9600, "parity": "even", "stop_bits": 2, "data_bits": 7,
+        "flow_control": "xonxoff", "read_termination": "\r\n", "write_termination": "\r",
+        "visa_library": "@py"}
+
+
+def test_defaults_are_pyvisa_py_8n1_and_the_drivers_terminations():
+    cfg = parse_station(HARDWARE, "hw.toml")
+    for inst in cfg.instruments.values():
+        assert (inst.parity, inst.stop_bits, inst.data_bits, inst.flow_control) == (
+            "none", 1, 8, "none")
+        assert (inst.read_termination, inst.write_termination) == (None, None)
+        assert inst.visa_library == "@py"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (('parity = "even"', 'parity = "evn"'),
+     r"\[instruments.k2\] parity: must be one of 'none', 'even', 'odd', 'mark', 'space', "
+     r"got 'evn'"),
+    (("stop_bits = 2", "stop_bits = 3"), r"\[instruments.k2\] stop_bits: must be one of "
+                                          r"1, 1.5, 2, got 3"),
+    (("stop_bits = 2", 'stop_bits = "2"'), r"\[instruments.k2\] stop_bits: must be one of"),
+    (("data_bits = 7", "data_bits = 9"), r"\[instruments.k2\] data_bits: must be one of "
+                                          r"5, 6, 7, 8, got 9"),
+    (("data_bits = 7", "data_bits = true"), r"\[instruments.k2\] data_bits: must be one of"),
+    (('flow_control = "xonxoff"', 'flow_control = "hardware"'),
+     r"\[instruments.k2\] flow_control: must be one of 'none', 'xonxoff', 'rtscts'"),
+    (('read_termination = "\\r\\n"', 'read_termination = ";"'),
+     r"\[instruments.k2\] read_termination: must be one of .*got ';'"),
+    (('write_termination = "\\r"', 'write_termination = ""'),
+     r"\[instruments.k2\] write_termination: must be one of"),
+    (("baud_rate = 9600", "baud_rate = 9601"),
+     r"\[instruments.k2\] baud_rate: 9601 is not a standard rate"),
+    (('visa_library = "@ivi"', 'visa_library = "@"'),
+     r"\[instruments.sw\] visa_library: '@': '@' is not a pyvisa backend name"),
+    (('visa_library = "@ivi"', 'visa_library = "/opt/visa.so@Not A Backend"'),
+     r"\[instruments.sw\] visa_library: .*is not a pyvisa backend name"),
+    (('visa_library = "@ivi"', "visa_library = 5"),
+     r"\[instruments.sw\] visa_library: must be a non-empty string"),
+    (('visa_library = "@ivi"', 'visa_library = " @py"'),
+     r"\[instruments.sw\] visa_library: ' @py': must be a backend"),
+    (('visa_library = "@ivi"', 'parity = "even"'),
+     r"\[instruments.sw\] parity: applies to serial lines only .*not resource "
+     r"'TCPIP::10.0.0.7::5025::SOCKET'"),
+    (('resource = "GPIB0::24::INSTR"', 'resource = "GPIB0::24::INSTR"\nbaud_rate = 9600'),
+     r"\[instruments.k1\] baud_rate: applies to serial lines only"),
+    (('baud_rate = 57600', 'baud_rate = 57600\nvisa_library = "@py"'),
+     r"\[instruments.amp\] visa_library: applies to VISA resources only; resource "
+     r"'/dev/ttyUSB0' is a serial line"),
+    (('resource = "GPIB0::24::INSTR"', 'resource = "GPIB0::31::INSTR"'),
+     r"\[instruments.k1\] resource: 'GPIB0::31::INSTR': GPIB primary address 31 is not "
+     r"0 to 30"),
+    (('resource = "GPIB0::24::INSTR"', 'resource = "GPIB0::24::96::INSTR"'),
+     r"GPIB secondary address 96 is not 0 to 30"),
+    (('resource = "GPIB0::24::INSTR"', 'resource = "GPIB0::twenty-four::INSTR"'),
+     r"\[instruments.k1\] resource: 'GPIB0::twenty-four::INSTR' is not a GPIB resource"),
+    (('driver = "switch_matrix"', 'driver = "switch_matrix"\nstop_bit = 1'),
+     r"\[instruments.sw\] stop_bit: unknown key \(allowed: .*stop_bits"),
+])
+def test_link_setting_errors_name_the_file_and_key(edit, message):
+    old, new = edit
+    assert old in BENCH, old
+    with pytest.raises(StationFileError, match=message) as info:
+        parse_station(BENCH.replace(old, new, 1), "bench.toml")
+    assert str(info.value).startswith("bench.toml: ")
+
+
+def test_gpib_forms_accepted():
+    for resource in ("GPIB::24", "GPIB1::0::INSTR", "GPIB0::30::12::INSTR", "gpib0::5::instr"):
+        cfg = parse_station(BENCH.replace("GPIB0::24::INSTR", resource), "g.toml")
+        assert cfg.instruments["k1"].resource == resource
+
+
+def test_a_simulated_station_takes_the_settings_its_links_have():
+    # The simulator serves the ADC on a pty (serial settings apply) and the rest on VISA
+    # sockets (a serial setting there is refused, a VISA library accepted).
+    text = BUILTIN_TEXT.replace('[instruments.adc]\ndriver = "adc_board"',
+                                '[instruments.adc]\ndriver = "adc_board"\nstop_bits = 2\n'
+                                'read_termination = "\\r\\n"')
+    cfg = parse_station(text, "sim.toml")
+    assert (cfg.instruments["adc"].stop_bits, cfg.instruments["adc"].read_termination) == (
+        2, "\r\n")
+    bad = BUILTIN_TEXT.replace('[instruments.smu_a]\ndriver = "keithley2400"',
+                               '[instruments.smu_a]\ndriver = "keithley2400"\nparity = "odd"')
+    with pytest.raises(StationFileError, match=r"\[instruments.smu_a\] parity: applies to "
+                                               r"serial lines only .*the simulated link"):
+        parse_station(bad, "sim.toml")

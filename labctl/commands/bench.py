@@ -3,6 +3,10 @@
 Sections (``--only`` picks some; ``mnist`` runs only when asked for, it takes minutes):
 
 - ``smu``: queries/s of a raw-socket client against the simulated SMU.
+- ``smu-models``: one 2500-point list sweep at NPLC 0.01 and 1 on the 2400 trigger-link
+  pair, the 2602B script and the B2902A list, side by side (labctl/bench/smu_models.py).
+- ``parallel-pairs``: an Iris epoch's measurements (120 x 8, fd-swap) with one pair at a
+  time and with two pairs in parallel, instrument time side by side.
 - ``transport``: a host-paced write+query pair over loopback with TCP_NODELAY and, side
   by side, with Nagle left on; messages per list sweep of N points.
 - ``protocol``: an Iris-sized batch (120 samples x 8 neurons, swap mode) at time scale 1:
@@ -13,6 +17,8 @@ Sections (``--only`` picks some; ``mnist`` runs only when asked for, it takes mi
 - ``mnist``: `labctl simulate mnist` on ../shared/datasets/mnist.
 - ``storm``: 100 random signals (SIGINT, SIGTERM, SIGHUP, SIGKILL, seeded) over real
   `labctl train iris` and `labctl iv` processes; tried and held per signal.
+- ``wirelog``: wire-log bytes of one `labctl train iris --epochs 5`, JSON lines against the
+  compact format; their wall times side by side; write cost per record (bench/wirelog.py).
 - ``sweep``: a 2 x 4 grid of short Iris runs (`labctl sweep`): local executor with 2
   workers against 1, side by side, and a Dask LocalCluster's overhead per cell.
 """
@@ -29,7 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-SECTIONS = ("smu", "transport", "protocol", "train", "replay", "mnist", "storm", "sweep")
+SECTIONS = ("smu", "smu-models", "parallel-pairs", "transport", "protocol",
+            "train", "replay", "mnist", "storm", "sweep", "wirelog")
 DEFAULT = ("smu", "transport", "protocol", "train", "replay")
 
 
@@ -138,6 +145,20 @@ def run(args: argparse.Namespace) -> int:
         from labctl.bench.smu import run as smu
 
         results["smu"] = smu(2.0)
+    if "smu-models" in sections:
+        from labctl.bench.smu_models import run as smu_models
+        from labctl.bench.smu_models import table
+
+        results["smu-models"] = smu_models()
+        if not args.json:
+            print(table(results["smu-models"]))
+    if "parallel-pairs" in sections:
+        from labctl.bench.parallel_pairs import run as parallel_pairs
+        from labctl.bench.parallel_pairs import table as parallel_table
+
+        results["parallel-pairs"] = parallel_pairs()
+        if not args.json:
+            print(parallel_table(results["parallel-pairs"]))
     if "transport" in sections:
         from labctl.bench.transport import run as transport
 
@@ -156,6 +177,10 @@ def run(args: argparse.Namespace) -> int:
 
         result = storm(100, 0)
         results["storm"] = {k: v for k, v in result.items() if k != "runs"}
+    if "wirelog" in sections:
+        from labctl.bench.wirelog import run as wirelog
+
+        results["wirelog"] = wirelog()
     if "sweep" in sections:
         from labctl.bench.sweep import run as sweep
 

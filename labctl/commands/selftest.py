@@ -12,7 +12,9 @@ driver is also capped at |V| <= ``compliance_v``), every level ramped in steps w
 current through the resistor stays within ``ramp_step_a``. A table per channel gives the
 expected and measured resistance, the relative error and the verdict against the
 reference's tolerance (a reading in compliance fails). Every output is ramped to zero,
-turned off and confirmed at the end.
+turned off and confirmed at the end. Every SMU driver labctl has sources voltage (the 2400,
+and each channel of a 2602B or B2902A, capped per channel); a driver without a voltage
+source gets a "not measured" voltage row, which does not fail the bench.
 
 Identity and error queue of every instrument are checked first (as ``labctl station
 check`` does). A station without a ``[reference]`` table is told so, and the command ends
@@ -39,7 +41,7 @@ from labctl.commands.lifecycle import (
     report_problem,
     station_config,
 )
-from labctl.commands.station_check import HEADER, INSTRUMENT_KEYS
+from labctl.commands.station_check import check_instruments, table
 from labctl.records.session import SessionWriter, data_key
 from labctl.station.file import ReferenceResistor, StationConfig
 from labctl.station.runtime import Station
@@ -96,39 +98,6 @@ def levels_for(ohms: float, limits: Limits) -> tuple[float, float]:
     current = FRACTION * min(limits.max_current_a, limits.compliance_v / ohms)
     voltage = FRACTION * min(limits.compliance_v, limits.max_current_a * ohms)
     return current, voltage
-
-
-def _table(header: tuple, rows: list[tuple], indent: str = "") -> None:
-    widths = [max(len(str(r[i])) for r in [*rows, header]) for i in range(len(header))]
-    for row in [header, *rows]:
-        line = "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
-        print(indent + line.rstrip())
-
-
-def _check_instruments(station: Station, writer: SessionWriter) -> list[str]:
-    """Identity (checked on opening) and error queue of every instrument, as a table and
-    the ``instrument_check`` stream; the names of those that failed."""
-    stream = writer.stream("instrument_check", {
-        k: data_key(SOURCE, dtype) for k, dtype in INSTRUMENT_KEYS.items()})
-    rows, failed = [], []
-    for name, cfg in station.config.instruments.items():
-        inst = station.instruments.get(name)
-        ok = False
-        if inst is None:
-            status = f"error: {station.failures[name]}"
-        else:
-            try:
-                inst.check_errors_raise()
-                status, ok = "ok, error queue empty", True
-            except InstrumentError as exc:  # report every instrument, then fail
-                status = f"error: {exc}"
-        if not ok:
-            failed.append(name)
-        row = (name, cfg.driver, cfg.resource or "", station.identities.get(name, ""), status)
-        rows.append(row)
-        writer.event(stream, dict(zip(INSTRUMENT_KEYS, (*row, ok), strict=True)))
-    _table(HEADER, rows)
-    return failed
 
 
 def _separate_and_open(station: Station) -> None:
@@ -240,7 +209,7 @@ def _record(writer: SessionWriter, stream: str, channel: Channel, ref: Reference
 def _selftest(station: Station, writer: SessionWriter) -> str:
     """Every check of the self-test; the problem ("" if none), for the session."""
     config = station.config
-    failed = _check_instruments(station, writer)
+    failed = check_instruments(station, writer, SOURCE)
     ref = config.reference
     stream = writer.stream("reference_check", REFERENCE_KEYS, primary=True)
     if failed:
@@ -263,7 +232,7 @@ def _selftest(station: Station, writer: SessionWriter) -> str:
         rows, passed = _record(writer, stream, channel, ref,
                                measure_channel(station, channel, ref))
         print(f"channel {channel}: {'pass' if passed else 'FAIL'}")
-        _table(CHANNEL_HEADER, rows, indent="  ")
+        table(CHANNEL_HEADER, rows, indent="  ")
         if not passed:
             bad.append(str(channel))
     return f"reference out of tolerance through {', '.join(bad)}" if bad else ""

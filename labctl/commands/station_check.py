@@ -20,7 +20,7 @@ from labctl.commands.lifecycle import (
     report_problem,
     station_config,
 )
-from labctl.records.session import data_key
+from labctl.records.session import SessionWriter, data_key
 from protocols.engine import Engine
 from protocols.preflight import check_pairs
 
@@ -37,10 +37,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_station_arguments(parser)
 
 
-def _table(header: tuple, rows: list[tuple]) -> None:
+def table(header: tuple, rows: list[tuple], indent: str = "") -> None:
+    """Print ``rows`` under ``header`` in aligned columns."""
     widths = [max(len(str(r[i])) for r in [*rows, header]) for i in range(len(header))]
     for row in [header, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        line = "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True))
+        print(indent + line.rstrip())
+
+
+def check_instruments(station, writer: SessionWriter, source: str, *,
+                      primary: bool = False) -> list[str]:
+    """Identity (checked on opening) and error queue of every instrument, as a table and
+    the ``instrument_check`` stream (data keys from ``source``); the names of those that
+    failed. Every instrument is checked, also past one that fails."""
+    stream = writer.stream("instrument_check", {
+        k: data_key(source, dtype) for k, dtype in INSTRUMENT_KEYS.items()
+    }, primary=primary)
+    rows, failed = [], []
+    for name, cfg in station.config.instruments.items():
+        inst = station.instruments.get(name)
+        ok = False
+        if inst is None:
+            status = f"error: {station.failures[name]}"
+        else:
+            try:
+                inst.check_errors_raise()
+                status, ok = "ok, error queue empty", True
+            except InstrumentError as exc:
+                status = f"error: {exc}"
+        if not ok:
+            failed.append(name)
+        row = (name, cfg.driver, cfg.resource or "", station.identities.get(name, ""), status)
+        rows.append(row)
+        writer.event(stream, dict(zip(INSTRUMENT_KEYS, (*row, ok), strict=True)))
+    table(HEADER, rows)
+    return failed
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,29 +91,9 @@ def _check(args: argparse.Namespace, config) -> int:
                             seeds={}, station_cfg=config, dimension="instrument",
                             report_failures=True) as run_:
         station, writer = run_.station, run_.writer
-        stream = writer.stream("instrument_check", {
-            k: data_key("labctl.station_check", dtype) for k, dtype in INSTRUMENT_KEYS.items()
-        }, primary=True)
-        rows, failed = [], []
-        for name, cfg in station.config.instruments.items():
-            inst = station.instruments.get(name)
-            ok = False
-            if inst is None:
-                status = f"error: {station.failures[name]}"
-            else:
-                try:
-                    inst.check_errors_raise()
-                    status, ok = "ok, error queue empty", True
-                except InstrumentError as exc:  # report every instrument, then fail
-                    status = f"error: {exc}"
-            if not ok:
-                failed.append(name)
-            row = (name, cfg.driver, cfg.resource or "", station.identities.get(name, ""),
-                   status)
-            rows.append(row)
-            writer.event(stream, dict(zip(INSTRUMENT_KEYS, (*row, ok), strict=True)))
-        _table(HEADER, rows)
-        run_.summary.update(instruments=len(rows), failed_instruments=", ".join(failed))
+        failed = check_instruments(station, writer, "labctl.station_check", primary=True)
+        n_instruments = len(station.config.instruments)
+        run_.summary.update(instruments=n_instruments, failed_instruments=", ".join(failed))
         if failed:
             run_.problem = f"instrument(s) failed: {', '.join(failed)}"
             if not args.no_pairs:
@@ -91,7 +102,7 @@ def _check(args: argparse.Namespace, config) -> int:
             pairs = [config.wiring.pair(k) for k in sorted(config.wiring.pairs)]
             checks = check_pairs(Engine(station), pairs, CHECK_DI_A)
             record_differential_checks(writer, checks)
-            _table(PAIR_HEADER, [
+            table(PAIR_HEADER, [
                 (f"pair {p.pair}", f"{p.a.smu} {p.a.switch_channel}",
                  f"{p.b.smu} {p.b.switch_channel}", f"{p.adc_input} ({p.adc_polarity:+d})",
                  f"{c.slope:+.3f}", c.verdict if c.ok else c.message)
@@ -102,6 +113,6 @@ def _check(args: argparse.Namespace, config) -> int:
             if bad:
                 run_.problem = f"differential path of pair(s) {', '.join(bad)} failed"
         run_.headline = run_.problem or (
-            f"{len(rows)} instruments ok" + ("" if args.no_pairs else
+            f"{n_instruments} instruments ok" + ("" if args.no_pairs else
                                              f", {len(config.wiring.pairs)} pairs ok"))
     return report_problem(run_)

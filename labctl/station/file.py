@@ -53,6 +53,16 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
+from instruments import is_visa_resource
+from instruments.line_settings import (
+    DATA_BITS,
+    DEFAULT_VISA_LIBRARY,
+    FLOW_CONTROLS,
+    PARITIES,
+    STOP_BITS,
+    TERMINATIONS,
+    visa_library_problem,
+)
 from protocols.wiring import (
     Channel,
     DeviceWiring,
@@ -106,7 +116,15 @@ class StationFileError(ValueError):
 
 @dataclass(frozen=True)
 class InstrumentConfig:
-    """One instrument: its driver, resource string (None: served by the simulator)."""
+    """One instrument: its driver, resource string (None: served by the simulator), identity
+    text, timeout (s), and how its link is set up.
+
+    visa_library: the VISA library of a VISA resource (``"@py"``, pyvisa-py, the default;
+    ``"@ivi"``; a vendor library's path). Serial line (a device path, pyserial URL or VISA
+    ``ASRL`` resource): baud_rate (baud), parity (none/even/odd/mark/space), stop_bits (1,
+    1.5, 2), data_bits (5 to 8), flow_control (none/xonxoff/rtscts). read_termination /
+    write_termination: None for the driver's default (``"\\n"`` for every labctl driver).
+    """
 
     name: str
     driver: str
@@ -114,6 +132,27 @@ class InstrumentConfig:
     identity: str
     timeout_s: float = 5.0
     baud_rate: int = 115200
+    visa_library: str = DEFAULT_VISA_LIBRARY
+    parity: str = "none"
+    stop_bits: float = 1
+    data_bits: int = 8
+    flow_control: str = "none"
+    read_termination: str | None = None
+    write_termination: str | None = None
+
+    def link_settings(self) -> dict[str, Any]:
+        """The keyword arguments of :func:`instruments.open_adapter` for this instrument's
+        link (visa_library only for a VISA resource; the serial settings go where they
+        apply)."""
+        out: dict[str, Any] = {
+            "baud_rate": self.baud_rate, "parity": self.parity, "stop_bits": self.stop_bits,
+            "data_bits": self.data_bits, "flow_control": self.flow_control,
+            "read_termination": self.read_termination,
+            "write_termination": self.write_termination,
+        }
+        if self.resource is None or is_visa_resource(self.resource):
+            out["visa_library"] = self.visa_library
+        return out
 
 
 @dataclass(frozen=True)
@@ -342,6 +381,102 @@ def _polarity(c: _Checker, data: dict, where: str, default: int) -> int:
     return value
 
 
+#: Keys of an ``[instruments.NAME]`` table.
+INSTRUMENT_KEYS = {"driver", "resource", "identity", "timeout_s", "baud_rate", "visa_library",
+                   "parity", "stop_bits", "data_bits", "flow_control", "read_termination",
+                   "write_termination"}
+SERIAL_KEYS = ("baud_rate", "parity", "stop_bits", "data_bits", "flow_control")
+#: How the simulator serves an instrument without a resource: the ADC board on a serial
+#: line (a pty), every other driver on a VISA socket (simulators/station.py).
+SIMULATED_SERIAL_DRIVERS = frozenset({"adc_board"})
+# GPIB[board]::primary[::secondary][::INSTR]: primary 0-30, secondary 0-30 (VISA numbering).
+_GPIB = re.compile(r"GPIB(\d*)::(\d+)(?:::(\d+))?(?:::INSTR)?", re.IGNORECASE)
+
+
+def _link_kind(resource: str | None, driver: str) -> str:
+    """``serial`` (device path or pyserial URL), ``asrl`` (a VISA serial resource) or
+    ``visa`` (LAN, GPIB, USB, ...): which link settings apply."""
+    if resource is None:
+        return "serial" if driver in SIMULATED_SERIAL_DRIVERS else "visa"
+    if not is_visa_resource(resource):
+        return "serial"
+    return "asrl" if resource.upper().startswith("ASRL") else "visa"
+
+
+def _resource(c: _Checker, inst: dict, where: str) -> str:
+    """The resource string; a GPIB one checked for its board and addresses."""
+    resource = c.string(inst, "resource", where)
+    if resource.upper().startswith("GPIB") and not resource.upper().startswith("GPIB-VXI"):
+        m = _GPIB.fullmatch(resource)
+        if m is None:
+            raise c.fail(f"{where}resource", f"{resource!r} is not a GPIB resource "
+                                             "(GPIB<board>::<address>[::<secondary>]::INSTR, "
+                                             "e.g. GPIB0::24::INSTR)")
+        for part, label in ((m.group(2), "primary address"), (m.group(3), "secondary address")):
+            if part is not None and not 0 <= int(part) <= 30:
+                raise c.fail(f"{where}resource", f"{resource!r}: GPIB {label} {int(part)} is "
+                                                 "not 0 to 30")
+    return resource
+
+
+def _choice(c: _Checker, inst: dict, key: str, where: str, allowed: tuple, default):
+    """``inst[key]`` if it is one of ``allowed`` (strings, or numbers: 1 and 1.0 alike)."""
+    if key not in inst:
+        return default
+    value = inst[key]
+    numeric = not isinstance(allowed[0], str)
+    kind_ok = (isinstance(value, (int, float)) and not isinstance(value, bool)) if numeric \
+        else isinstance(value, str)
+    if not kind_ok or value not in allowed:
+        shown = ", ".join(f"{a:g}" if numeric else repr(a) for a in allowed)
+        raise c.fail(f"{where}{key}", f"must be one of {shown}, got {value!r}")
+    return value
+
+
+def _termination(c: _Checker, inst: dict, key: str, where: str) -> str | None:
+    if key not in inst:
+        return None
+    value = inst[key]
+    if value not in TERMINATIONS:
+        raise c.fail(f"{where}{key}", 'must be one of "\\n", "\\r\\n", "\\r", "\\n\\r" '
+                                      f"(TOML escapes), got {value!r}")
+    return value
+
+
+def _link(c: _Checker, inst: dict, where: str, resource: str | None, driver: str
+          ) -> dict[str, Any]:
+    """The link settings of one instrument table, each refused where it cannot apply: the
+    serial line's on a LAN/GPIB/USB resource, visa_library on a serial device path."""
+    kind = _link_kind(resource, driver)
+    what = f"resource {resource!r}" if resource is not None else "the simulated link"
+    if kind == "visa":
+        for key in SERIAL_KEYS:
+            if key in inst:
+                raise c.fail(f"{where}{key}", f"applies to serial lines only (a device path, "
+                                              f"pyserial URL or ASRL resource), not {what}")
+    if "visa_library" in inst and kind == "serial":
+        raise c.fail(f"{where}visa_library",
+                     f"applies to VISA resources only; {what} is a serial line opened "
+                     "with pyserial (or give an ASRL...::INSTR resource to use VISA)")
+    library = c.string(inst, "visa_library", where, DEFAULT_VISA_LIBRARY)
+    problem = visa_library_problem(library)
+    if problem:
+        raise c.fail(f"{where}visa_library", f"{library!r}: {problem}")
+    baud = c.number(inst, "baud_rate", where, 115200, integer=True)
+    if baud not in BAUD_RATES:
+        raise c.fail(f"{where}baud_rate", f"{baud} is not a standard rate {BAUD_RATES}")
+    return {
+        "visa_library": library,
+        "baud_rate": baud,
+        "parity": _choice(c, inst, "parity", where, tuple(PARITIES), "none"),
+        "stop_bits": _choice(c, inst, "stop_bits", where, STOP_BITS, 1),
+        "data_bits": _choice(c, inst, "data_bits", where, DATA_BITS, 8),
+        "flow_control": _choice(c, inst, "flow_control", where, FLOW_CONTROLS, "none"),
+        "read_termination": _termination(c, inst, "read_termination", where),
+        "write_termination": _termination(c, inst, "write_termination", where),
+    }
+
+
 def _instruments(c: _Checker, data: dict, simulated: bool) -> dict[str, InstrumentConfig]:
     instruments: dict[str, InstrumentConfig] = {}
     for name, inst in c.table(data, "instruments", "", required=True).items():
@@ -350,7 +485,7 @@ def _instruments(c: _Checker, data: dict, simulated: bool) -> dict[str, Instrume
             raise c.fail(f"[instruments] {name}", "must be a table")
         if ":" in name:
             raise c.fail(f"[instruments] {name}", "an instrument name may not contain ':'")
-        c.unknown(inst, {"driver", "resource", "identity", "timeout_s", "baud_rate"}, where)
+        c.unknown(inst, INSTRUMENT_KEYS, where)
         driver = c.string(inst, "driver", where)
         if driver not in DRIVERS:
             raise c.fail(
@@ -362,10 +497,7 @@ def _instruments(c: _Checker, data: dict, simulated: bool) -> dict[str, Instrume
                 f"{where}resource", "missing (only a station with [simulation] may omit it)"
             )
         if resource is not None:
-            resource = c.string(inst, "resource", where)
-        baud = c.number(inst, "baud_rate", where, 115200, integer=True)
-        if baud not in BAUD_RATES:
-            raise c.fail(f"{where}baud_rate", f"{baud} is not a standard rate {BAUD_RATES}")
+            resource = _resource(c, inst, where)
         instruments[name] = InstrumentConfig(
             name=name,
             driver=driver,
@@ -373,7 +505,7 @@ def _instruments(c: _Checker, data: dict, simulated: bool) -> dict[str, Instrume
             identity=c.string(inst, "identity", where, DEFAULT_IDENTITY[driver]),
             timeout_s=c.number(inst, "timeout_s", where, 5.0, positive=True,
                                maximum=MAX_TIMEOUT_S),
-            baud_rate=baud,
+            **_link(c, inst, where, resource, driver),
         )
     return instruments
 

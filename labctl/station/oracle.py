@@ -50,7 +50,8 @@ class Oracle:
         return dvdi(self.params(pairs, device), currents)
 
     def instrument_time_s(self) -> float:
-        """Instrument time (s) the simulated instruments have spent so far (their clock)."""
+        """Elapsed station time (s): the latest of the simulated instruments' timelines
+        (instruments working at once overlap; see simulators.world.SimClock)."""
         return self._world.clock.now()
 
     def i_off(self, pair: int) -> dict[str, float]:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 import time
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
@@ -34,6 +35,7 @@ from instruments.keysight_b2900 import KeysightB2902A
 from instruments.prober import Prober
 from instruments.switch_matrix import SwitchMatrix
 from instruments.transport import InstrumentError, WireLog, verify_identity
+from instruments.visa_transport import VisaLibraryError
 from labctl.records.session import wire_log_path
 from labctl.station.file import InstrumentConfig, StationConfig
 from labctl.station.oracle import Oracle
@@ -102,6 +104,8 @@ class Station:
         # Until when (time.monotonic()) a sweep may still be running in the SMUs: the
         # shutdown after an interrupt must wait that long for their answers.
         self._busy_until = 0.0
+        # The ADC scan list a parallel sweep left armed (None: the board's CHAN input).
+        self._adc_scan: tuple[int, ...] | None = None
 
     def smu(self, channel: Channel):
         """The driver of an SMU channel (a single-channel instrument is its own channel)."""
@@ -160,10 +164,41 @@ class Station:
             return all(self.smu(d.smu).capabilities.get("list_sweep")
                        and self.smu(d.smu).capabilities.get("trigger_link") for d in (w.a, w.b))
 
-        return Capabilities(
-            list_sweep=all(self._paired(k) is not None or linked(k) for k in self.wiring.pairs)
-            and self.adc.capabilities.get("triggered_acquisition", False)
-        )
+        list_sweep = (all(self._paired(k) is not None or linked(k) for k in self.wiring.pairs)
+                      and self.adc.capabilities.get("triggered_acquisition", False))
+        return Capabilities(list_sweep=list_sweep,
+                            parallel_pairs=list_sweep and self._lockstep_capable())
+
+    def _paired_master(self):
+        """The trigger master's instrument when it sweeps its two channels itself (a 2602B
+        or B2902A, one script or one :INIT, its trigger output pacing the rest), or None."""
+        inst = self.instruments[self.wiring.trigger_master.instrument]
+        return inst if inst.capabilities.get("paired_list_sweep") else None
+
+    def _lockstep_capable(self) -> bool:
+        """Several pairs can be swept in one step: more than one pair's worth of SMU
+        channels; the trigger master a trigger-link list master (a 2400) or an instrument
+        that sweeps its two channels itself; every channel of the other instruments a
+        trigger-link slave (2400s); an ADC that samples several inputs per trigger."""
+        master = self.wiring.trigger_master
+        channels = self.wiring.smu_channels()
+        others = [ch for ch in channels if ch.instrument != master.instrument]
+        master_ok = (self._paired_master() is not None
+                     or hasattr(self.smu(master), "configure_list_master"))
+        return (len(channels) > 2 and bool(others) and master_ok
+                and all(hasattr(self.smu(ch), "configure_list_slave")
+                        and self.smu(ch).capabilities.get("trigger_link") for ch in others)
+                and len(self.adc.capabilities.get("scan_inputs", ())) > 1)
+
+    def _arm_adc(self, n: int, inputs: tuple[int, ...] | None = None) -> None:
+        """Arm the ADC for ``n`` pulses, on the scan list ``inputs`` or (None) the CHAN
+        input alone (returning to it after a parallel sweep)."""
+        wanted = None if inputs in (None, (0,)) else tuple(inputs)
+        if wanted == self._adc_scan:
+            self.adc.arm(n)  # the board keeps its scan list from the last arm
+        else:
+            self.adc.arm(n, (0,) if wanted is None else wanted)
+        self._adc_scan = wanted
 
     def prepare_sources(self, *, compliance_v: float, nplc: float, adc_gain: int) -> None:
         """Every SMU channel a current source at 0 A with the compliance, output on, ramped
@@ -191,6 +226,9 @@ class Station:
         if paired is not None:
             return self._paired_sweep(paired, pair, levels_a, levels_b, nplc=nplc)
         master = self.wiring.trigger_master
+        if master not in (w.a.smu, w.b.smu) and self._lockstep_capable():
+            # A pair beside the master's: the master paces it, sweeping 0 A itself.
+            return self._lockstep([(pair, levels_a, levels_b)], nplc=nplc)[0]
         if master not in (w.a.smu, w.b.smu):
             raise InstrumentError(
                 f"pair {pair}: the trigger master {master} biases neither of its devices "
@@ -200,7 +238,7 @@ class Station:
         (slave,) = (ch for ch in levels if ch != master)
         n = len(levels_a)
         self.smu(slave).configure_list_slave(levels[slave])
-        self.adc.arm(n)
+        self._arm_adc(n)
         self.smu(master).configure_list_master(levels[master])
         timeout_s = self.config.instrument_of(master).timeout_s
         wait_s = timeout_s + sweep_duration_bound(n, nplc)
@@ -234,7 +272,7 @@ class Station:
         n = len(levels_a)
         by_channel = {w.a.smu.channel: levels_a, w.b.smu.channel: levels_b}
         first, second = inst.capabilities["channels"]
-        self.adc.arm(n)
+        self._arm_adc(n)
         timeout_s = self.config.instrument_of(w.a.smu).timeout_s
         wait_s = timeout_s + sweep_duration_bound(n, nplc)
         self._busy_until = time.monotonic() + wait_s
@@ -257,6 +295,91 @@ class Station:
             overrange=(samples["status"] & 1).astype(bool),
         )
 
+    def connect_pairs(self, pairs: list[int]) -> None:
+        """Connect every pair of ``pairs`` at once (break before make); sources at 0 A."""
+        channels = [ch for k in pairs for ch in self.wiring.pair(k).switch_channels]
+        self.switch.exclusive_close(channels)
+
+    def list_sweep_many(self, sweeps: list[tuple[int, np.ndarray, np.ndarray]], *,
+                        nplc: float) -> list[RawSweep]:
+        """The connected pairs' sweeps in one lockstep list sweep: the trigger master paces
+        every SMU channel of them (sweeping 0 A itself if none of the pairs is its own),
+        the ADC samples each pair's input per step (a scan list). Shorter lists hold 0 A
+        after their end (each ends on its ramp's 0 A); every pair gets its own readings."""
+        if len(sweeps) == 1:
+            return [self.list_sweep(*sweeps[0], nplc=nplc)]
+        if not self.capabilities().parallel_pairs:
+            raise InstrumentError("this station cannot sweep pairs in parallel")
+        return self._lockstep(sweeps, nplc=nplc)
+
+    def _lockstep(self, sweeps: list[tuple[int, np.ndarray, np.ndarray]], *,
+                  nplc: float) -> list[RawSweep]:
+        """One list sweep paced by the trigger master for every pair of ``sweeps``."""
+        master = self.wiring.trigger_master
+        n = max(len(a) for _, a, _ in sweeps)
+        levels: dict[Channel, np.ndarray] = {}
+        inputs: list[int] = []
+        for pair, a, b in sweeps:
+            w = self.wiring.pair(pair)
+            if len(a) != len(b):
+                raise ValueError(f"pair {pair}: {len(a)} levels for A, {len(b)} for B")
+            for dev, lv in ((w.a, a), (w.b, b)):
+                if dev.smu in levels:
+                    raise InstrumentError(f"pair {pair}: SMU channel {dev.smu} is in two "
+                                          "pairs of one parallel sweep")
+                levels[dev.smu] = np.concatenate([np.asarray(lv, float),
+                                                  np.zeros(n - len(lv))])
+            if w.adc_input in inputs:
+                raise InstrumentError(f"pair {pair}: ADC input {w.adc_input} is in two pairs "
+                                      "of one parallel sweep")
+            inputs.append(w.adc_input)
+        paired = self._paired_master()
+        # The master's own channels (both, for an instrument that sweeps its two) sweep
+        # 0 A when none of the pairs is theirs: they pace the others all the same.
+        own = ([Channel(master.instrument, c) for c in paired.capabilities["channels"]]
+               if paired is not None else [master])
+        for ch in own:
+            levels.setdefault(ch, np.zeros(n))
+        slaves = [ch for ch in levels if ch.instrument != master.instrument]
+        for ch in slaves:
+            self.smu(ch).configure_list_slave(levels[ch])
+        self._arm_adc(n, tuple(inputs))
+        timeout_s = self.config.instrument_of(master).timeout_s
+        wait_s = timeout_s + sweep_duration_bound(n, nplc)
+        self._busy_until = time.monotonic() + wait_s
+        if paired is not None:
+            # (pair_list_sweep ends with the instrument's own error check)
+            readings = dict(zip(own, paired.pair_list_sweep(
+                levels[own[0]], levels[own[1]], nplc=nplc, trigger_line=TRIGGER_LINE,
+                timeout_s=wait_s), strict=True))
+        else:
+            self.smu(master).configure_list_master(levels[master])
+            readings = {master: self.smu(master).run_list_sweep(timeout_s=wait_s)}
+            self.smu(master).check_errors_raise()
+        self._busy_until = 0.0
+        for ch in slaves:
+            readings[ch] = self.smu(ch).run_list_sweep()
+        samples = self.adc.read_samples()
+        for ch in slaves:
+            self.smu(ch).check_errors_raise()
+        self.adc.check_errors_raise()
+        k = len(inputs)
+        if len(samples) != n * k or any(len(r) != n for r in readings.values()):
+            raise InstrumentError(
+                f"parallel list sweep of {n} steps on {k} pairs returned "
+                f"{', '.join(f'{len(r)} readings from {ch}' for ch, r in readings.items())} "
+                f"and {len(samples)} ADC samples ({n * k} expected)")
+        out = []
+        for j, (pair, a, _) in enumerate(sweeps):
+            w, m = self.wiring.pair(pair), len(a)
+            ra, rb = readings[w.a.smu], readings[w.b.smu]
+            mine = samples[j::k][:m]  # the scan list's records come pulse by pulse
+            out.append(RawSweep(
+                v_a=ra.voltage[:m], v_b=rb.voltage[:m], v_diff=w.adc_polarity * mine["v"],
+                compliance=(ra.compliance | rb.compliance)[:m],
+                overrange=(mine["status"] & 1).astype(bool)))
+        return out
+
     def host_sweep(self, pair: int, levels_a: np.ndarray, levels_b: np.ndarray, *,
                    nplc: float) -> RawSweep:
         """The same readings, point by point from the host (no list support needed)."""
@@ -278,9 +401,17 @@ class Station:
 
     def program_pulse(self, pair: int, device: str, amplitude_v: float,
                       width_s: float) -> None:
-        """A pulse from the ADC board's generator on the bus of ``device`` ("A"/"B")."""
-        self.wiring.pair(pair)  # a pair the wiring does not know: refused
-        self.adc.program_pulse(device, amplitude_v, width_s)
+        """A pulse from the ADC board's generator on the bus of ``device`` ("A"/"B"): the
+        matrix row its switch channel names (``1Ckk``: row C), so that a pair reached on
+        another couple of rows than A/B is pulsed on its own rows."""
+        w = self.wiring.pair(pair)  # a pair the wiring does not know: refused
+        channel = (w.a if device == "A" else w.b).switch_channel
+        row = re.fullmatch(r"\d([A-H])\d\d", channel)
+        bus = row.group(1) if row else device
+        if bus not in self.adc.pulse_buses:
+            # The wiring reaches this device on a row beyond A/B: the bench has that row.
+            self.adc.pulse_buses = (*self.adc.pulse_buses, bus)
+        self.adc.program_pulse(bus, amplitude_v, width_s)
 
     # -- shutdown --------------------------------------------------------------------
     def safe_shutdown(self) -> ShutdownReport:
@@ -346,16 +477,18 @@ class Station:
 
 
 def _open_one(cfg: InstrumentConfig, wire_log: WireLog, factory: AdapterFactory | None):
+    """Open one instrument (its link as the station file sets it up: VISA library, serial
+    line, terminations) and check its identity; (driver, ``*IDN?`` reply)."""
     if factory is not None:
         adapter = factory(cfg, wire_log)
     else:
-        adapter = open_adapter(
-            cfg.resource,
-            timeout_s=cfg.timeout_s,
-            wire_log=wire_log,
-            baud_rate=cfg.baud_rate,
-            name=cfg.name,
-        )
+        try:
+            adapter = open_adapter(cfg.resource, timeout_s=cfg.timeout_s, wire_log=wire_log,
+                                   name=cfg.name, **cfg.link_settings())
+        except VisaLibraryError as exc:
+            # Name the station file's key: the library, not the instrument, is what failed.
+            raise VisaLibraryError(f"{cfg.name} ([instruments.{cfg.name}] visa_library)",
+                                   exc.library, exc.why) from exc
     inst = DRIVER_CLASSES[cfg.driver](adapter, name=cfg.name)
     try:
         identity = verify_identity(inst, cfg.identity)
@@ -431,15 +564,19 @@ def open_station(config: StationConfig, adapter_factory: AdapterFactory | None =
 
 
 def _cap_voltage_sources(config: StationConfig, opened: dict) -> None:
-    """Cap every SMU driver that can source voltage at its channel's pair limits (the
-    smallest of the pairs it biases): |V| <= compliance_v, current compliance <=
-    max_current_a (no I/O: the drivers' validators refuse beyond them); and its voltage
-    ramp step at ramp_step_a x min_resistance_ohm, so that no voltage step can move a
-    healthy device's current by more than a current ramp step."""
+    """Cap every SMU channel that can source voltage (the 2400, each channel of a 2602B or
+    B2902A) at its pair limits (the smallest of the pairs it biases): |V| <= compliance_v,
+    current compliance <= max_current_a (no I/O: the drivers' validators refuse beyond
+    them); and its voltage ramp step at ramp_step_a x min_resistance_ohm, so that no
+    voltage step can move a healthy device's current by more than a current ramp step."""
     ratings = config.wiring.ratings
     for channel in config.wiring.smu_channels():
-        smu = opened.get(channel.instrument)
-        if smu is None or not hasattr(smu, "limit_voltage_source"):
+        inst = opened.get(channel.instrument)
+        if inst is None:
+            continue
+        # A two-channel instrument is capped channel by channel (as Station.smu picks them).
+        smu = inst.channel(channel.channel) if "channels" in inst.capabilities else inst
+        if not hasattr(smu, "limit_voltage_source"):
             continue
         limits = [p.limits for p in config.wiring.pairs.values()
                   if channel in (p.a.smu, p.b.smu)]

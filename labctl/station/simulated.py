@@ -2,13 +2,14 @@
 
 :func:`cabling_for` turns the declared wiring into the simulator's cabling: each SMU
 channel on the matrix row its devices' switch channels name (``1Akk`` row A, ``1Bkk``
-row B), each ADC input reading what the pairs on it declare (``adc_polarity``), and the
-trigger master's output line fanned out to every other SMU and the ADC. A
-``[simulation.miswire]`` table departs from the declaration on purpose (reversed or open
-ADC input), to rehearse a miswired bench. A ``[reference]`` resistor is served as
-``Cabling.reference_load_ohm``: on the switch channels the file names for it, which must be
-the simulated matrix's column 00 of each SMU channel's row (``1A00``, ``1B00``), or
-hard-wired to every SMU channel in place of the matrix when it names none.
+row B; ``1Ckk``/``1Dkk`` rows C/D and so on up to H, the matrix then having those rows too:
+a station with channels for several pairs at once), each ADC input reading what the pairs
+on it declare (``adc_polarity``), and the trigger master's output line fanned out to every
+other SMU and the ADC. A ``[simulation.miswire]`` table departs from the declaration on
+purpose (reversed or open ADC input), to rehearse a miswired bench. A ``[reference]``
+resistor is served as ``Cabling.reference_load_ohm``: on the switch channels the file
+names for it, which must be the simulated matrix's column 00 of each SMU channel's row
+(``1A00``, ``1B00``), or hard-wired to every SMU channel in place of the matrix when it names none.
 """
 
 from __future__ import annotations
@@ -17,9 +18,16 @@ import re
 
 from labctl.station.file import SMU_DRIVERS, StationConfig, StationFileError
 from protocols.wiring import TRIGGER_LINE, Channel
-from simulators.cabling import ADC_TRIGGER_LINE, AdcInputCable, Cabling, SmuCable, TriggerCable
+from simulators.cabling import (
+    ADC_TRIGGER_LINE,
+    MATRIX_ROWS,
+    AdcInputCable,
+    Cabling,
+    SmuCable,
+    TriggerCable,
+)
 
-_SIM_CHANNEL = re.compile(r"^1([AB])\d\d$")
+_SIM_CHANNEL = re.compile(r"^1([A-H])\d\d$")
 
 
 def smu_models_for(config: StationConfig) -> dict[str, str]:
@@ -41,7 +49,7 @@ def cabling_for(config: StationConfig) -> Cabling:
                 raise StationFileError(
                     f"{config.source}: pair {k} device {name}: switch channel "
                     f"{dev.switch_channel!r} does not exist on the simulated matrix "
-                    "(channels 1Akk and 1Bkk)"
+                    "(channels 1Akk and 1Bkk, or 1Ckk/1Dkk ... 1Gkk/1Hkk)"
                 )
             row = m.group(1)
             if rows.setdefault(dev.smu, row) != row:
@@ -74,10 +82,14 @@ def cabling_for(config: StationConfig) -> Cabling:
     triggers.append(TriggerCable(master.instrument, TRIGGER_LINE, w.adc, ADC_TRIGGER_LINE))
     prober = w.prober or "prober"
     ohms, ref_channels = _reference_cabling(config, rows)
+    # Whole couples of rows from A/B up to the last one a device is reached on.
+    last = max(MATRIX_ROWS.index(r) for r in rows.values())
+    matrix_rows = MATRIX_ROWS[:max(2, 2 * (last // 2 + 1))]
     try:
         return Cabling(smus=tuple(smus), adc=w.adc, switch=w.switch, prober=prober,
                        adc_inputs=tuple(adc_cables), triggers=tuple(triggers),
-                       reference_load_ohm=ohms, reference_channels=ref_channels).validate()
+                       reference_load_ohm=ohms, reference_channels=ref_channels,
+                       matrix_rows=matrix_rows).validate()
     except ValueError as exc:
         raise StationFileError(f"{config.source}: the simulator cannot be cabled so: {exc}"
                                ) from None

@@ -40,7 +40,9 @@ class StationNeurons:
 
     def measure(self, currents: np.ndarray) -> NeuronReadout:
         mode = "swap" if self.grad == "fd-swap" else "forward"
-        r = self.engine.run(fd_batch(currents, self.pairs, self.di, mode, self.calibration))
+        # Every pair's sweep at once when the station can sweep several pairs together.
+        r = self.engine.run(fd_batch(currents, self.pairs, self.di, mode, self.calibration,
+                                     together=getattr(self.engine, "parallel", False)))
         for j, pair in enumerate(self.pairs):
             require_valid(r.valid[:, j], self.engine.station.wiring.pair(pair), "a neuron")
         dvdi = r.dvdi
