@@ -235,6 +235,7 @@ class StationWorld:
         self.die: tuple[int, int] = (1, 1)
         self.in_contact = False
         self.closed: set[str] = set()
+        self._connections: dict[str, list[tuple[int, int]]] | None = None  # see connected()
         #: The matrix rows (buses) of this world: the cabling's ``matrix_rows``.
         self.rows: tuple[str, ...] = self.cabling.matrix_rows
         self.buses = {b: BusState() for b in self.rows}
@@ -276,14 +277,14 @@ class StationWorld:
         while a reference resistor is hard-wired in place of the matrix)."""
         if not self.in_contact or self._reference_hardwired:
             return []
-        out = []
-        for name in sorted(self.closed):
-            if name in self.cabling.reference_channels:
-                continue
-            b, pair, dev = self.channel_target(name)
-            if b == bus:
-                out.append((pair, dev))
-        return out
+        if self._connections is None:  # worked out once per switch state: a hot path
+            by_bus: dict[str, list[tuple[int, int]]] = {}
+            for name in sorted(self.closed):
+                if name not in self.cabling.reference_channels:
+                    b, pair, dev = self.channel_target(name)
+                    by_bus.setdefault(b, []).append((pair, dev))
+            self._connections = by_bus
+        return list(self._connections.get(bus, ()))
 
     # -- switch and prober -----------------------------------------------------------
     def set_closed(self, channels: set[str]) -> None:
@@ -303,6 +304,7 @@ class StationWorld:
                                          f"reach device {'AB'[dev]} of pair {pair + 1}")
                     reached[pair, dev] = name
             self.closed = set(channels)
+            self._connections = None
             self._redrive()
 
     def set_contact(self, in_contact: bool) -> None:
