@@ -861,34 +861,10 @@ class SimKeithley2400:
     def _set_source_delay(self, value: float) -> None:
         self.cfg["source_delay"], self.cfg["source_delay_auto"] = value, False
 
-    def _source_list(self, kind: str, limit: float) -> tuple[Callable, Callable, Callable]:
-        key = f"{kind}_list"
-
-        def values(args: list[str]) -> list[float]:
-            if not args or args == [""]:
-                raise ScpiError(-109)
-            if len(args) > MAX_LIST_PER_COMMAND:
-                raise ScpiError(-223)
-            return [scpi.number(a, -limit, limit) for a in args]
-
-        def set_(args: list[str]) -> None:
-            self.cfg[key] = tuple(values(args))
-
-        def append(args: list[str]) -> None:
-            new = values(args)
-            if len(self.cfg[key]) + len(new) > MAX_POINTS:
-                raise ScpiError(-223)
-            self.cfg[key] = tuple(self.cfg[key]) + tuple(new)
-
-        def query(args: list[str]) -> str:
-            scpi.none(args)
-            return ",".join(_num(v) for v in self.cfg[key])
-
-        def points(args: list[str]) -> str:
-            scpi.none(args)
-            return str(len(self.cfg[key]))
-
-        return set_, query, append, points
+    def _source_list(self, kind: str, limit: float) -> tuple[Callable, Callable, Callable,
+                                                            Callable]:
+        return scpi.list_handlers(lambda: self.cfg, f"{kind}_list", limit,
+                                  per_command=MAX_LIST_PER_COMMAND, total=MAX_POINTS, fmt=_num)
 
     # -- handlers: SENSe ---------------------------------------------------------------
     @staticmethod

@@ -744,34 +744,9 @@ class SimB2902A:
 
     def _source_list(self, ch: _Channel, kind: str) -> tuple[Callable, Callable, Callable,
                                                             Callable]:
-        key = f"{kind}_list"
-        limit = MAX_I if kind == "curr" else MAX_V
-
-        def values(args: list[str]) -> list[float]:
-            if not args or args == [""]:
-                raise ScpiError(-109)
-            if len(args) > MAX_POINTS:
-                raise ScpiError(-223)
-            return [scpi.number(a, -limit, limit) for a in args]
-
-        def set_(args: list[str]) -> None:
-            ch.cfg[key] = tuple(values(args))
-
-        def append(args: list[str]) -> None:
-            new = values(args)
-            if len(ch.cfg[key]) + len(new) > MAX_POINTS:
-                raise ScpiError(-223)
-            ch.cfg[key] = tuple(ch.cfg[key]) + tuple(new)
-
-        def query(args: list[str]) -> str:
-            scpi.none(args)
-            return ",".join(_num(v) for v in ch.cfg[key])
-
-        def points(args: list[str]) -> str:
-            scpi.none(args)
-            return str(len(ch.cfg[key]))
-
-        return set_, query, append, points
+        return scpi.list_handlers(lambda: ch.cfg, f"{kind}_list",
+                                  MAX_I if kind == "curr" else MAX_V,
+                                  per_command=MAX_POINTS, total=MAX_POINTS, fmt=_num)
 
     def _protection(self, ch: _Channel, kind: str) -> tuple[Callable, Callable]:
         key = f"{kind}_prot"

@@ -256,6 +256,42 @@ def string(arg: str) -> str:
     return text[1:-1].replace(quote * 2, quote)
 
 
+def list_handlers(settings: Callable[[], dict], key: str, limit: float, *, per_command: int,
+                  total: int, fmt: Callable[[float], str]
+                  ) -> tuple[Callable, Callable, Callable, Callable]:
+    """Handlers of a source list ``settings()[key]`` (a tuple of levels within +-``limit``;
+    ``settings`` is called at each command, the instrument's settings of the moment): set
+    (-109 for no value, -223 beyond ``per_command`` values), query (``fmt`` per value),
+    append (-223 beyond ``total`` in all) and the points query. Every value is checked
+    before the list changes."""
+
+    def values(args: Sequence[str]) -> list[float]:
+        if not args or list(args) == [""]:
+            raise ScpiError(-109)
+        if len(args) > per_command:
+            raise ScpiError(-223)
+        return [number(a, -limit, limit) for a in args]
+
+    def set_(args: Sequence[str]) -> None:
+        settings()[key] = tuple(values(args))
+
+    def append(args: Sequence[str]) -> None:
+        new, cfg = values(args), settings()
+        if len(cfg[key]) + len(new) > total:
+            raise ScpiError(-223)
+        cfg[key] = tuple(cfg[key]) + tuple(new)
+
+    def query(args: Sequence[str]) -> str:
+        none(args)
+        return ",".join(fmt(v) for v in settings()[key])
+
+    def points(args: Sequence[str]) -> str:
+        none(args)
+        return str(len(settings()[key]))
+
+    return set_, query, append, points
+
+
 def split_units(message: str) -> list[str]:
     """Split a program message at ``;`` outside quoted strings."""
     if "'" not in message and '"' not in message:

@@ -18,49 +18,15 @@ from pathlib import Path
 import pytest
 
 from instruments.transport import WireLog
+from labctl.station.file import one_smu_station_text
 
 ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
 TRAIN = ["train", "iris", "--folds", "2", "--epochs", "4", "--json", "--no-progress"]
-MODELS = {  # driver: (channel of device A, of device B, what a sweep writes)
-    "keithley2600": ("a", "b", "loadandrunscript"),
-    "keysight_b2902a": ("1", "2", ":INIT (@1,2)"),
+MODELS = {  # driver: what a sweep writes
+    "keithley2600": "loadandrunscript",
+    "keysight_b2902a": ":INIT (@1,2)",
 }
-
-
-def station_text(driver: str, a: str, b: str) -> str:
-    return f"""\
-[station]
-name = "one {driver}"
-
-[instruments.smu]
-driver = "{driver}"
-[instruments.adc]
-driver = "adc_board"
-[instruments.switch]
-driver = "switch_matrix"
-[instruments.prober]
-driver = "prober"
-
-[wiring]
-smu_a = "smu:{a}"
-smu_b = "smu:{b}"
-trigger_master = "smu:{a}"
-adc = "adc"
-switch = "switch"
-prober = "prober"
-n_pairs = 16
-
-[limits]
-max_current_a = 100e-6
-compliance_v = 0.8
-ramp_step_a = 20e-6
-
-[simulation]
-seed = 1
-variability = "nominal"
-n_pairs = 16
-"""
 
 
 def labctl(*args, cwd: Path) -> subprocess.CompletedProcess:
@@ -79,9 +45,9 @@ def builtin(tmp_path_factory) -> dict:
 @pytest.mark.parametrize("driver", sorted(MODELS))
 def test_a_dual_channel_smu_station_checks_and_trains_as_the_2400_station(
         driver, builtin, tmp_path):
-    a, b, sweep_command = MODELS[driver]
+    sweep_command = MODELS[driver]
     station = tmp_path / f"{driver}.toml"
-    station.write_text(station_text(driver, a, b))
+    station.write_text(one_smu_station_text(driver))
     check = labctl("station", "check", "--station", station, cwd=tmp_path)
     assert check.stdout.count(" ok") >= 16 + 4, check.stdout  # every pair, every instrument
     summary = json.loads(labctl(*TRAIN, "--station", station, cwd=tmp_path).stdout)

@@ -23,47 +23,15 @@ import time
 
 import numpy as np
 
-from labctl.station.file import StationConfig, load_station, parse_station
+from labctl.station.file import StationConfig, load_station, one_smu_station_text, parse_station
 from labctl.station.runtime import open_station
 
 #: Label -> (driver, channel of device A, of device B); None: the built-in 2400 station.
-MODELS: dict[str, tuple[str, str, str] | None] = {
+MODELS: dict[str, str | None] = {  # label: the two-channel driver (None: two 2400s)
     "2400_trigger_link": None,
-    "2602B_script": ("keithley2600", "a", "b"),
-    "B2902A_list": ("keysight_b2902a", "1", "2"),
+    "2602B_script": "keithley2600",
+    "B2902A_list": "keysight_b2902a",
 }
-
-
-def _station_text(driver: str, a: str, b: str, time_scale: float) -> str:
-    return f"""\
-[station]
-name = "bench {driver}"
-[instruments.smu]
-driver = "{driver}"
-[instruments.adc]
-driver = "adc_board"
-[instruments.switch]
-driver = "switch_matrix"
-[instruments.prober]
-driver = "prober"
-[wiring]
-smu_a = "smu:{a}"
-smu_b = "smu:{b}"
-trigger_master = "smu:{a}"
-adc = "adc"
-switch = "switch"
-prober = "prober"
-n_pairs = 16
-[limits]
-max_current_a = 100e-6
-compliance_v = 0.8
-ramp_step_a = 20e-6
-[simulation]
-seed = 1
-variability = "nominal"
-n_pairs = 16
-time_scale = {time_scale!r}
-"""
 
 
 def station_config(label: str, time_scale: float) -> StationConfig:
@@ -71,7 +39,8 @@ def station_config(label: str, time_scale: float) -> StationConfig:
     model = MODELS[label]
     if model is None:
         return load_station(None, time_scale=time_scale)
-    return parse_station(_station_text(*model, time_scale), f"<bench {label}>")
+    return parse_station(one_smu_station_text(model, time_scale=time_scale),
+                         f"<bench {label}>")
 
 
 def levels(points: int) -> tuple[np.ndarray, np.ndarray]:

@@ -681,6 +681,49 @@ def simulation_from_record(data: Any, source: str) -> SimSettings:
     return sim
 
 
+def one_smu_station_text(driver: str, *, time_scale: float = 0.0) -> str:
+    """A simulated station like the built-in one, but with one two-channel SMU of
+    ``driver`` (``keithley2600``, ``keysight_b2902a``) biasing both devices of every pair
+    on its two channels (its first channel the trigger master)."""
+    channels = DRIVER_CHANNELS.get(driver)
+    if not channels or len(channels) != 2:
+        raise ValueError(f"{driver!r} is not a two-channel source-meter driver")
+    a, b = channels
+    return f"""\
+[station]
+name = "one {driver}"
+
+[instruments.smu]
+driver = "{driver}"
+[instruments.adc]
+driver = "adc_board"
+[instruments.switch]
+driver = "switch_matrix"
+[instruments.prober]
+driver = "prober"
+
+[wiring]
+smu_a = "smu:{a}"
+smu_b = "smu:{b}"
+trigger_master = "smu:{a}"
+adc = "adc"
+switch = "switch"
+prober = "prober"
+n_pairs = 16
+
+[limits]
+max_current_a = 100e-6
+compliance_v = 0.8
+ramp_step_a = 20e-6
+
+[simulation]
+seed = 1
+variability = "nominal"
+n_pairs = 16
+time_scale = {time_scale!r}
+"""
+
+
 def parse_station(text: str, source: str) -> StationConfig:
     """Validate a station file's text; ``source`` names it in every error."""
     c = _Checker(source)
