@@ -250,19 +250,8 @@ class Station:
         # A batch ends with empty error queues, or with the instruments' own error texts.
         for inst in (self.smu(master), self.smu(slave), self.adc):
             inst.check_errors_raise()
-        ra, rb = readings[w.a.smu], readings[w.b.smu]
-        if len(ra) != n or len(rb) != n or len(samples) != n:
-            raise InstrumentError(
-                f"list sweep of {n} points returned {len(ra)} readings from {w.a.smu}, "
-                f"{len(rb)} from {w.b.smu} and {len(samples)} ADC samples"
-            )
-        return RawSweep(
-            v_a=ra.voltage,
-            v_b=rb.voltage,
-            v_diff=w.adc_polarity * samples["v"],
-            compliance=ra.compliance | rb.compliance,
-            overrange=(samples["status"] & 1).astype(bool),
-        )
+        return _raw_sweep(w, readings[w.a.smu], readings[w.b.smu], samples, n,
+                          "list sweep")
 
     def _paired_sweep(self, inst, pair: int, levels_a: np.ndarray, levels_b: np.ndarray, *,
                       nplc: float) -> RawSweep:
@@ -282,18 +271,8 @@ class Station:
         self._busy_until = 0.0
         samples = self.adc.read_samples()
         self.adc.check_errors_raise()  # (pair_list_sweep ends with the SMU's own check)
-        ra, rb = readings[w.a.smu.channel], readings[w.b.smu.channel]
-        if len(ra) != n or len(rb) != n or len(samples) != n:
-            raise InstrumentError(
-                f"paired list sweep of {n} points on {inst.name} returned {len(ra)} and "
-                f"{len(rb)} readings and {len(samples)} ADC samples")
-        return RawSweep(
-            v_a=ra.voltage,
-            v_b=rb.voltage,
-            v_diff=w.adc_polarity * samples["v"],
-            compliance=ra.compliance | rb.compliance,
-            overrange=(samples["status"] & 1).astype(bool),
-        )
+        return _raw_sweep(w, readings[w.a.smu.channel], readings[w.b.smu.channel], samples,
+                          n, f"paired list sweep on {inst.name}")
 
     def connect_pairs(self, pairs: list[int]) -> None:
         """Connect every pair of ``pairs`` at once (break before make); sources at 0 A."""
@@ -474,6 +453,22 @@ class Station:
                 log_.close()
             if self.simulator is not None:
                 self.simulator.stop()
+
+
+def _raw_sweep(w, ra, rb, samples, n: int, what: str) -> RawSweep:
+    """A pair's readings (devices A and B, the ADC's samples) as the engine takes them;
+    InstrumentError unless every part returned ``n``."""
+    if len(ra) != n or len(rb) != n or len(samples) != n:
+        raise InstrumentError(
+            f"{what} of {n} points returned {len(ra)} readings from {w.a.smu}, "
+            f"{len(rb)} from {w.b.smu} and {len(samples)} ADC samples")
+    return RawSweep(
+        v_a=ra.voltage,
+        v_b=rb.voltage,
+        v_diff=w.adc_polarity * samples["v"],
+        compliance=ra.compliance | rb.compliance,
+        overrange=(samples["status"] & 1).astype(bool),
+    )
 
 
 def _open_one(cfg: InstrumentConfig, wire_log: WireLog, factory: AdapterFactory | None):
