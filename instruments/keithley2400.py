@@ -50,7 +50,7 @@ from pymeasure.instruments.keithley import Keithley2400 as _PymeasureKeithley240
 from pymeasure.instruments.validators import strict_range
 
 from instruments import replies
-from instruments.ramps import ramp_levels
+from instruments.ramps import RampedSource, ramp_levels
 from instruments.transport import (
     GarbledReply,
     InstrumentError,
@@ -169,7 +169,8 @@ _READING_QUERIES = frozenset({"READ?", "FETC?", "MEAS?", "MEAS:CURR?", "MEAS:VOL
 _TRACKED = re.compile(r"COUN|ELEM|RST|PRES|POIN|MEAS|CONF", re.IGNORECASE)
 
 
-class Keithley2400(LockedInstrumentMixin, CappedVoltageSource, _PymeasureKeithley2400):
+class Keithley2400(LockedInstrumentMixin, RampedSource, CappedVoltageSource,
+                   _PymeasureKeithley2400):
     """Keithley 2400 SourceMeter for labctl (see the module docstring).
 
     ``adapter``: a transport from :func:`instruments.open_adapter` (or any pymeasure
@@ -478,43 +479,16 @@ class Keithley2400(LockedInstrumentMixin, CappedVoltageSource, _PymeasureKeithle
             level = float(self.ask(f":SOUR:{function}?"))
         return SourceState(output_on, function, level)
 
-    def ramp_to(self, level_a: float, step_a: float | None = None,
-                delay_s: float | None = None) -> float:
-        """Move the current source from its present level (read back first) to
-        ``level_a`` (A) in steps of at most ``step_a`` (A; default :attr:`ramp_step_a`),
-        ``delay_s`` (s) apart; returns the level reached. The fixed level is what moves
-        (after a list sweep the source is back at it).
-
-        A voltage source (``:SOUR:FUNC VOLT``, the reset state) sources no current: with
-        its output off there is nothing to ramp, and ``ramp_to(0.0)`` returns at once;
-        with its output on, ``ramp_to(0.0)`` ramps the voltage to 0 in steps of
-        :attr:`ramp_step_v` and zeroes the idle current level (so that a later switch to
-        a current source starts at 0 A). Any other target needs a current source
-        (:class:`InstrumentError`). Not protected from Ctrl-C: an interrupted ramp
-        stops where it is and :meth:`shutdown` ramps down from there.
-        """
-        step = self.ramp_step_a if step_a is None else step_a
-        delay = self.ramp_delay_s if delay_s is None else delay_s
+    def _check_level_a(self, level_a: float) -> None:
         _check_currents([level_a])
-        if not step > 0:
-            raise ValueError(f"step_a must be > 0 A, got {step!r}")
-        with self.lock:
-            state = self.present_state()
-            if state.function == "CURR":
-                function, levels = "CURR", ramp_levels(state.level, step, level_a)
-            elif level_a == 0.0:
-                levels = ramp_levels(state.level, self.ramp_step_v) if state.output_on else []
-                function = "VOLT"
-            else:
-                raise InstrumentError(f"{self.name}: ramp_to({level_a:g}) needs a current "
-                                      f"source, the source function is {state.function}")
-            for value in levels:
-                self.write(f":SOUR:{function} {value:.9g}")
-                if delay > 0:
-                    time.sleep(delay)
-            if function == "VOLT" and state.output_on:
-                self.write(":SOUR:CURR 0")
-        return float(level_a)
+
+    def _write_level(self, function: str, value: float) -> None:
+        self.write(f":SOUR:{function} {value:.9g}")
+
+    def _after_voltage_ramp(self) -> None:
+        # The idle current level too, so that a later switch to a current source starts
+        # at 0 A.
+        self.write(":SOUR:CURR 0")
 
     def configuration(self) -> dict[str, Any]:
         """The settings worth recording with a session, read from the instrument: source

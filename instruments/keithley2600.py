@@ -46,10 +46,9 @@ from pymeasure.instruments.validators import strict_range
 
 from instruments import replies
 from instruments.keithley2400 import STATUS_COMPLIANCE, Readings, SourceState
-from instruments.ramps import ramp_levels
+from instruments.ramps import RampedSource, ramp_levels
 from instruments.transport import (
     GarbledReply,
-    InstrumentError,
     InstrumentReportedError,
     InstrumentTimeout,
     LockedInstrumentMixin,
@@ -106,7 +105,7 @@ def _check_currents(values: Any) -> np.ndarray:
     return values
 
 
-class Keithley2600Channel(CappedVoltageSource, _PymeasureChannel):
+class Keithley2600Channel(RampedSource, CappedVoltageSource, _PymeasureChannel):
     """One SMU channel (``smua`` / ``smub``) with the methods the station uses."""
 
     # Voltage sourcing, capped per channel (dynamic): limit_voltage_source() narrows both.
@@ -243,32 +242,12 @@ class Keithley2600Channel(CappedVoltageSource, _PymeasureChannel):
             return SourceState(output == 1, "CURR", leveli)
         return SourceState(output == 1, "VOLT", levelv)
 
-    def ramp_to(self, level_a: float, step_a: float | None = None,
-                delay_s: float | None = None) -> float:
-        """Move the current source from its present level (read back first) to ``level_a``
-        (A) in steps of at most ``step_a`` (A), ``delay_s`` (s) apart; returns the level.
-        A voltage source is ramped to 0 V first when the target is 0 A (output on), and
-        refused (:class:`InstrumentError`) for any other target."""
-        step = self.ramp_step_a if step_a is None else step_a
-        delay = self.ramp_delay_s if delay_s is None else delay_s
+    def _check_level_a(self, level_a: float) -> None:
         _check_currents([level_a])
-        if not step > 0:
-            raise ValueError(f"step_a must be > 0 A, got {step!r}")
-        with self.lock:
-            state = self.present_state()
-            if state.function == "CURR":
-                attr, levels = "leveli", ramp_levels(state.level, step, level_a)
-            elif level_a == 0.0:
-                attr = "levelv"
-                levels = ramp_levels(state.level, self.ramp_step_v) if state.output_on else []
-            else:
-                raise InstrumentError(f"{self.name}: ramp_to({level_a:g}) needs a current "
-                                      "source, the source function is VOLT")
-            for value in levels:
-                self.instrument.write(f"{self.smu}.source.{attr} = {value:.9g}")
-                if delay > 0:
-                    time.sleep(delay)
-        return float(level_a)
+
+    def _write_level(self, function: str, value: float) -> None:
+        attr = "leveli" if function == "CURR" else "levelv"
+        self.instrument.write(f"{self.smu}.source.{attr} = {value:.9g}")
 
     def configuration(self) -> dict[str, Any]:
         """Source function, level (A or V), voltage limit (V), NPLC, output, and for a

@@ -39,7 +39,7 @@ from pymeasure.instruments.validators import strict_discrete_set, strict_range
 
 from instruments import replies
 from instruments.keithley2400 import Readings, SourceState
-from instruments.ramps import ramp_levels
+from instruments.ramps import RampedSource, ramp_levels
 from instruments.transport import (
     GarbledReply,
     InstrumentError,
@@ -117,7 +117,7 @@ def _check_levels(values: np.ndarray, limit: float, unit: str) -> None:
         raise ValueError(f"source levels must be finite and within +-{limit:g} {unit}")
 
 
-class B2900Channel(CappedVoltageSource, Channel):
+class B2900Channel(RampedSource, CappedVoltageSource, Channel):
     """One channel of a B2902A ("1" or "2"): the methods the station uses on a 2400."""
 
     source_function = Channel.control(
@@ -269,33 +269,11 @@ class B2900Channel(CappedVoltageSource, Channel):
             level = float(self.ask(f":SOUR{{ch}}:{function}?"))
         return SourceState(output_on, function, level)
 
-    def ramp_to(self, level_a: float, step_a: float | None = None,
-                delay_s: float | None = None) -> float:
-        """Move the current source from its present level (read back first) to
-        ``level_a`` (A) in steps of at most ``step_a`` (A), ``delay_s`` (s) apart; returns
-        the level reached. A voltage source: ``ramp_to(0.0)`` ramps its voltage to 0 in
-        steps of :attr:`ramp_step_v` (nothing to do with the output off); any other target
-        needs a current source (:class:`InstrumentError`)."""
-        step = self.ramp_step_a if step_a is None else step_a
-        delay = self.ramp_delay_s if delay_s is None else delay_s
+    def _check_level_a(self, level_a: float) -> None:
         _check_levels(np.array([level_a]), MAX_CURRENT_A, "A")
-        if not step > 0:
-            raise ValueError(f"step_a must be > 0 A, got {step!r}")
-        with self.lock:
-            state = self.present_state()
-            if state.function == "CURR":
-                function, levels = "CURR", ramp_levels(state.level, step, level_a)
-            elif level_a == 0.0:
-                function = "VOLT"
-                levels = ramp_levels(state.level, self.ramp_step_v) if state.output_on else []
-            else:
-                raise InstrumentError(f"{self.name}: ramp_to({level_a:g}) needs a current "
-                                      f"source, the source function is {state.function}")
-            for value in levels:
-                self.write(f":SOUR{{ch}}:{function} {value:.9g}")
-                if delay > 0:
-                    time.sleep(delay)
-        return float(level_a)
+
+    def _write_level(self, function: str, value: float) -> None:
+        self.write(f":SOUR{{ch}}:{function} {value:.9g}")
 
     def configuration(self) -> dict[str, Any]:
         """Settings worth recording, read from the instrument: source function and level
