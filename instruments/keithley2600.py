@@ -28,6 +28,13 @@ bit 3, so ``Readings.compliance`` means the same for both instruments).
 Every reply is checked (:meth:`Keithley2600.reply_rule`): numbers where numbers are
 printed, the tab-separated fields of ``errorqueue.next()``, the ``#0`` header, length and
 trailing newline of the binary block. Units: A, V, s.
+
+As a slave of another instrument's trigger output (a B2902A's or 2400's line, a second
+2602B's digio line), :meth:`Keithley2600.arm_list_slave` loads the listed channels' lists
+with their source stimulus ``digio.trigger[N].EVENT_ID`` (line N a trigger input,
+``digio.TRIG_RISING``) and initiates them; each pulse on line N steps them.
+:meth:`Keithley2600.fetch_list_slave` polls ``status.operation.sweeping.condition`` until
+the sweep ended and reads the buffers as one binary block.
 """
 
 from __future__ import annotations
@@ -49,6 +56,7 @@ from instruments.keithley2400 import STATUS_COMPLIANCE, Readings, SourceState
 from instruments.ramps import RampedSource, ramp_levels
 from instruments.transport import (
     GarbledReply,
+    InstrumentError,
     InstrumentReportedError,
     InstrumentTimeout,
     LockedInstrumentMixin,
@@ -331,6 +339,7 @@ class Keithley2600(LockedInstrumentMixin, _PymeasureKeithley2600):
     capabilities = {
         "channels": CHANNELS,
         "paired_list_sweep": True,
+        "list_slave": True,  # arm_list_slave / fetch_list_slave on a digio trigger input
         "binary_buffer": True,
         "list_sweep": False,  # no 2400-style trigger-link master/slave lists
         "trigger_link": False,
@@ -346,6 +355,8 @@ class Keithley2600(LockedInstrumentMixin, _PymeasureKeithley2600):
             super().__init__(adapter, name, **kwargs)
         self.ChA = Keithley2600Channel(self, "a")
         self.ChB = Keithley2600Channel(self, "b")
+        # The armed slave sweep: (channels, points, digio line), or None.
+        self._slave: tuple[tuple[str, ...], int, int] | None = None
         #: The report of the last :meth:`shutdown`.
         self.last_shutdown: SafeStateReport | None = None
 
@@ -361,7 +372,7 @@ class Keithley2600(LockedInstrumentMixin, _PymeasureKeithley2600):
             return replies.text
         if command == "print(errorqueue.next())":
             return _error_entry
-        if command == "print(errorqueue.count)":
+        if command in ("print(errorqueue.count)", "print(status.operation.sweeping.condition)"):
             return replies.number
         if command.startswith("local i, v = smu") and "measure.iv()" in command:
             return _tab_numbers(4)
@@ -426,6 +437,103 @@ class Keithley2600(LockedInstrumentMixin, _PymeasureKeithley2600):
             self.check_errors_raise()
         return self._parse_block(block, n)
 
+    # -- a slave of another instrument's trigger output --------------------------------
+    def arm_list_slave(self, levels: dict[str, Sequence[float]], *, nplc: float,
+                       trigger_line: int = 1) -> None:
+        """Load each listed channel's current list (``{"a" or "b": levels in A}``, lists of
+        equal length), its source stimulus the event of digio line ``trigger_line`` (1 to
+        14, set up as a rising-edge trigger input), measuring i and v at ``nplc`` after each
+        source step, and initiate them (one script). Each pulse on the line then takes one
+        step; :meth:`fetch_list_slave` returns the readings. Ends with the error queue, so
+        the master may start right after. Channels must be prepared current sources.
+        ValueError for a bad channel, lists of unequal or bad length, bad levels, NPLC or
+        line (nothing sent)."""
+        chans = tuple(c for c in CHANNELS if c in levels)
+        if not chans or set(levels) - set(CHANNELS):
+            raise ValueError(f"{self.name}: channels are a and b, got {sorted(levels)!r}")
+        lists = {c: _check_currents(levels[c]) for c in chans}
+        n = len(lists[chans[0]])
+        if not 1 <= n <= MAX_LIST_POINTS or any(len(v) != n for v in lists.values()):
+            raise ValueError(f"every list needs the same 1 to {MAX_LIST_POINTS} points, got "
+                             f"{[len(lists[c]) for c in chans]}")
+        if not 0.001 <= nplc <= 25:
+            raise ValueError(f"nplc must be 0.001 to 25, got {nplc!r}")
+        if trigger_line not in range(1, 15):
+            raise ValueError(f"digio trigger lines are 1 to 14, got {trigger_line!r}")
+        body = [f"digio.trigger[{trigger_line}].stimulus = 0",
+                f"digio.trigger[{trigger_line}].mode = digio.TRIG_RISING",
+                f"digio.trigger[{trigger_line}].clear()"]
+        for c in chans:
+            body += [*_list_lines(f"smu{c}", lists[c], nplc),
+                     f"smu{c}.trigger.source.stimulus = digio.trigger[{trigger_line}].EVENT_ID",
+                     f"smu{c}.trigger.measure.stimulus = 0"]
+        body += [f"smu{c}.trigger.initiate()" for c in chans]
+        with self.lock:
+            self.write("\n".join(["loadandrunscript", *body, "endscript"]))
+            self._slave = (chans, n, trigger_line)
+            try:
+                self.check_errors_raise()
+            except InstrumentError:
+                self._disarm_slave()
+                raise
+
+    def fetch_list_slave(self, *, timeout_s: float | None = None) -> dict[str, Readings]:
+        """The readings of the sweep :meth:`arm_list_slave` armed, by channel (``"a"``,
+        ``"b"``): polls ``status.operation.sweeping.condition`` until the sweep ended (up to
+        ``timeout_s``, default the transport's timeout), then one binary ``printbuffer``.
+        A sweep that did not end (too few pulses on its line) is aborted and
+        :class:`InstrumentError` names the line."""
+        if self._slave is None:
+            raise InstrumentError(f"{self.name}: no slave list sweep is armed")
+        chans, n, line = self._slave
+        if timeout_s is None:
+            timeout_s = getattr(self.adapter, "timeout_s", None) or 5.0
+        deadline = time.monotonic() + timeout_s
+        with self.lock:
+            pause = 1e-3
+            while int(float(self.ask("print(status.operation.sweeping.condition)"))):
+                if time.monotonic() > deadline:
+                    self._disarm_slave()
+                    raise InstrumentError(
+                        f"{self.name}: the list sweep armed on digio line {line} (channels "
+                        f"{', '.join(chans)}, {n} points) did not end within {timeout_s:g} "
+                        "s: too few trigger pulses arrived; aborted")
+                time.sleep(pause)
+                pause = min(2 * pause, 0.05)  # a short wait first: usually it has ended
+            columns = ", ".join(f"smu{c}.nvbuffer1.readings, smu{c}.nvbuffer2.readings, "
+                                f"smu{c}.nvbuffer1.statuses, smu{c}.nvbuffer1.timestamps"
+                                for c in chans)
+            self.write("format.data = format.REAL32 format.byteorder = format.LITTLEENDIAN "
+                       f"printbuffer(1, {n}, {columns}) format.data = format.ASCII")
+            self._slave = None
+            block = self.read_bytes(2 + 4 * 4 * len(chans) * n + 1)
+            self.check_errors_raise()
+        return dict(zip(chans, self._parse_columns(block, n, len(chans)), strict=True))
+
+    def _disarm_slave(self) -> None:
+        """Abort the armed slave sweep (no reply read)."""
+        if self._slave is not None:
+            self.write(" ".join(f"smu{c}.abort()" for c in self._slave[0]))
+            self._slave = None
+
+    def _parse_columns(self, block: bytes, n: int, k: int) -> list[Readings]:
+        """``k`` channels' (i, v, status, t) per step from a ``#0`` REAL32 block."""
+        if not block.startswith(b"#0") or not block.endswith(b"\n"):
+            self.mark_suspect("binary block without #0 header or newline")
+            raise GarbledReply(self.name, block[:40], "expected '#0' + REAL32 values + "
+                               "newline", command="printbuffer")
+        table = np.frombuffer(block[2:-1], dtype="<f4").astype(float).reshape(n, 4 * k)
+        if not np.all(np.isfinite(table)):
+            raise GarbledReply(self.name, block[:40], "non-finite values in the buffer",
+                               command="printbuffer")
+        out = []
+        for j in range(k):
+            i, v, st, t = (table[:, 4 * j + m] for m in range(4))
+            status = np.where((st.astype(np.int64) & BUFFER_COMPLIANCE) != 0,
+                              STATUS_COMPLIANCE, 0).astype(np.int64)
+            out.append(Readings(v.copy(), i.copy(), np.full(n, NAN_READING), t.copy(), status))
+        return out
+
     def _parse_block(self, block: bytes, n: int) -> tuple[Readings, Readings]:
         if not block.startswith(b"#0") or not block.endswith(b"\n"):
             self.mark_suspect("binary block without #0 header or newline")
@@ -474,23 +582,31 @@ def _levels(values: np.ndarray) -> str:
     return "{" + ", ".join(f"{v:.9g}" for v in values) + "}"
 
 
+def _list_lines(s: str, levels: np.ndarray, nplc: float) -> list[str]:
+    """Trigger-model lines loading channel ``s``'s current list, measuring i and v."""
+    return [
+        f"{s}.measure.nplc = {nplc:.9g}",
+        f"{s}.nvbuffer1.clear() {s}.nvbuffer2.clear()",
+        f"{s}.nvbuffer1.appendmode = 0 {s}.nvbuffer2.appendmode = 0",
+        f"{s}.nvbuffer1.collecttimestamps = 1 {s}.nvbuffer2.collecttimestamps = 1",
+        f"{s}.trigger.source.listi({_levels(levels)})",
+        f"{s}.trigger.source.action = {s}.ENABLE",
+        f"{s}.trigger.measure.iv({s}.nvbuffer1, {s}.nvbuffer2)",
+        f"{s}.trigger.measure.action = {s}.ENABLE",
+        f"{s}.trigger.count = {len(levels)} {s}.trigger.arm.count = 1",
+        f"{s}.trigger.endpulse.action = {s}.SOURCE_HOLD",
+        f"{s}.trigger.endsweep.action = {s}.SOURCE_IDLE",
+    ]
+
+
 def _pair_script(a: np.ndarray, b: np.ndarray, nplc: float, line: int) -> str:
     """The trigger-model script of :meth:`Keithley2600.pair_list_sweep` (one message)."""
     n = len(a)
     body = []
     for s, levels in (("smua", a), ("smub", b)):
         body += [
-            f"{s}.measure.nplc = {nplc:.9g}",
-            f"{s}.nvbuffer1.clear() {s}.nvbuffer2.clear()",
-            f"{s}.nvbuffer1.appendmode = 0 {s}.nvbuffer2.appendmode = 0",
-            f"{s}.nvbuffer1.collecttimestamps = 1 {s}.nvbuffer2.collecttimestamps = 1",
-            f"{s}.trigger.source.listi({_levels(levels)})",
-            f"{s}.trigger.source.action = {s}.ENABLE",
-            f"{s}.trigger.measure.iv({s}.nvbuffer1, {s}.nvbuffer2)",
-            f"{s}.trigger.measure.action = {s}.ENABLE",
-            f"{s}.trigger.count = {n} {s}.trigger.arm.count = 1",
-            f"{s}.trigger.endpulse.action = {s}.SOURCE_HOLD",
-            f"{s}.trigger.endsweep.action = {s}.SOURCE_IDLE",
+            *_list_lines(s, levels, nplc),
+            f"{s}.trigger.source.stimulus = 0",
             f"{s}.trigger.measure.stimulus = trigger.blender[1].EVENT_ID",
         ]
     body += [

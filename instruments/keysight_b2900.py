@@ -15,7 +15,11 @@ beyond before anything is sent), :meth:`B2900Channel.prepare_voltage_source`,
 ``source_voltage_and_measure``. The instrument adds
 :meth:`KeysightB2902A.pair_list_sweep`: both channels biased from their lists in lockstep by
 one ``:INIT (@1,2)``, read back by one ``:FETC:ARR? (@1,2)`` as a binary block, channel 1's
-transient trigger output pulsing a Digital I/O line per step (for an ADC cabled to it).
+transient trigger output pulsing a Digital I/O line per step (for an ADC cabled to it);
+and the same lists as a slave of another instrument's trigger output
+(:meth:`KeysightB2902A.arm_list_slave`, :meth:`KeysightB2902A.fetch_list_slave`): the
+channels' transient and acquire trigger sources ``EXT<line>`` (a Digital I/O pin), armed by
+one ``:INIT``, one step per pulse on that line.
 
 Commands follow the B2900 Series SCPI Command Reference (channel suffix ``[c]``, channel
 lists ``(@1,2)``, ``:FORM[:DATA] REAL,64`` definite-length blocks, status word Table 1-2:
@@ -30,7 +34,7 @@ import math
 import re
 import struct
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -389,10 +393,13 @@ class KeysightB2902A(LockedInstrumentMixin, SCPIMixin, Instrument):
     ch_2 = Instrument.ChannelCreator(B2900Channel, 2)
 
     #: What the protocol layer may rely on. Both channels sweep together from one
-    #: :meth:`pair_list_sweep`; no trigger-link pacing between separate instruments.
+    #: :meth:`pair_list_sweep`, or as a slave of another instrument's trigger output
+    #: (``list_slave``: :meth:`arm_list_slave` / :meth:`fetch_list_slave`); no 2400-style
+    #: per-channel trigger-link slave (``trigger_link``).
     capabilities = {
         "list_sweep": True,
         "trigger_link": False,
+        "list_slave": True,
         "paired_list_sweep": True,
         "voltage_source": True,
         "trigger_output": True,
@@ -407,6 +414,8 @@ class KeysightB2902A(LockedInstrumentMixin, SCPIMixin, Instrument):
         # What this driver last put on the wire for the data format (None: unknown, e.g.
         # after *RST, so the next reading query sets it).
         self._format: str | None = None
+        # The armed slave sweep: (channels, points, data format, line), or None.
+        self._slave: tuple[tuple[int, ...], int, str, int] | None = None
         #: The report of the last :meth:`shutdown`.
         self.last_shutdown: SafeStateReport | None = None
 
@@ -537,6 +546,107 @@ class KeysightB2902A(LockedInstrumentMixin, SCPIMixin, Instrument):
         return (B2900Readings.from_array(table[:, 0, :]),
                 B2900Readings.from_array(table[:, 1, :]))
 
+    def arm_list_slave(self, levels: Mapping[int | str, Sequence[float]], *, nplc: float,
+                       trigger_line: int = 1, data_format: str = "REAL,64") -> None:
+        """Load each channel's current list (``{channel: levels in A}``, channels 1 and/or 2,
+        lists of equal length) and arm it as a slave: transient and acquire trigger sources
+        ``EXT<trigger_line>`` (Digital I/O pin 1 to 14), trigger counts the points, own
+        trigger outputs off, one ``:INIT`` of the listed channels. Each pulse on the line
+        then steps every listed channel and takes its reading at ``nplc``;
+        :meth:`fetch_list_slave` returns them. The closing error-queue query returns only
+        once the instrument has processed ``:INIT``, so the master may start right after.
+        Channels must be prepared as current sources. ValueError for a bad channel, lists of
+        unequal or bad length, levels beyond 3.03 A or not finite, a bad line, NPLC or
+        format (nothing sent)."""
+        chans = sorted(int(c) for c in levels)
+        if not chans or not set(chans) <= {1, 2} or len(set(chans)) != len(chans):
+            raise ValueError(f"{self.name}: channels are 1 and 2, got {list(levels)!r}")
+        lists = {int(c): np.asarray(v, dtype=float).ravel() for c, v in levels.items()}
+        n = len(lists[chans[0]])
+        if any(len(v) != n for v in lists.values()) or not 1 <= n <= MAX_LIST_POINTS:
+            raise ValueError(f"every list needs the same 1 to {MAX_LIST_POINTS} points, got "
+                             f"{[len(lists[c]) for c in chans]}")
+        _check_levels(np.concatenate(list(lists.values())), MAX_CURRENT_A, "A")
+        if not NPLC_RANGE[0] <= nplc <= NPLC_RANGE[1]:
+            raise ValueError(f"nplc must be in [4e-4, 120], got {nplc!r}")
+        if trigger_line not in DIO_LINES:
+            raise ValueError(f"trigger lines are EXT1 to EXT14, got {trigger_line!r}")
+        if data_format not in DATA_FORMATS:
+            raise ValueError(f"data_format must be one of {sorted(DATA_FORMATS)}, "
+                             f"got {data_format!r}")
+        with self.lock:
+            for ch in chans:
+                listed = ",".join(f"{v:.9g}" for v in lists[ch])
+                self.write(f":SOUR{ch}:FUNC:MODE CURR;:SOUR{ch}:CURR:MODE LIST;"
+                           f":SOUR{ch}:LIST:CURR {listed}")
+                self.write(f":TRIG{ch}:ALL:COUN {n};:TRIG{ch}:TRAN:SOUR EXT{trigger_line};"
+                           f":TRIG{ch}:ACQ:SOUR EXT{trigger_line};:SENS{ch}:VOLT:NPLC {nplc:g};"
+                           f":TRIG{ch}:TRAN:TOUT OFF;:TRIG{ch}:ACQ:TOUT OFF")
+            self._use_format(data_format)
+            self.check_errors_raise()
+            self.write(f":INIT (@{','.join(map(str, chans))})")
+            self._slave = (tuple(chans), n, data_format, trigger_line)
+            try:
+                self.check_errors_raise()
+            except InstrumentError:
+                self._disarm_slave()
+                raise
+
+    def fetch_list_slave(self, *, timeout_s: float | None = None) -> dict[str, B2900Readings]:
+        """The readings of the sweep :meth:`arm_list_slave` armed, by channel (``"1"``,
+        ``"2"``), as one ``:FETC:ARR?`` binary block; the trigger sources are set back to
+        AINT. ``timeout_s`` (s) overrides the transport's timeout for the block. If the
+        sweep did not end (too few pulses on its line: the instrument answers nothing and
+        queues -230) the sweep is aborted and :class:`InstrumentError` names the line and
+        the instrument's errors."""
+        if self._slave is None:
+            raise InstrumentError(f"{self.name}: no slave list sweep is armed")
+        chans, n, data_format, line = self._slave
+        query = f":FETC:ARR? (@{','.join(map(str, chans))})"
+        with self.lock:
+            try:
+                with self.timeout_scope(timeout_s):
+                    values = self._fetch_block(query, data_format)
+            except GarbledReply as exc:
+                if not isinstance(exc.__cause__, InstrumentTimeout):
+                    self._disarm_slave()
+                    raise
+                reported = ""
+                try:
+                    self.check_errors_raise()
+                except InstrumentReportedError as err:
+                    reported = f" ({err})"
+                self._disarm_slave()
+                raise InstrumentError(
+                    f"{self.name}: the list sweep armed on EXT{line} (channels "
+                    f"{', '.join(map(str, chans))}, {n} points) did not end: too few trigger "
+                    f"pulses arrived; aborted{reported}") from exc
+            self._disarm_slave()
+            self.check_errors_raise()
+        per_step = len(chans) * N_ELEMENTS
+        if len(values) != n * per_step:
+            raise GarbledReply(self.name, f"{len(values)} values",
+                               f"expected {n} steps x {len(chans)} channel(s) x {N_ELEMENTS} "
+                               "elements", command=query)
+        table = values.reshape(n, len(chans), N_ELEMENTS)
+        others = np.delete(table, 2, axis=2)
+        if not np.all(np.isfinite(others)):
+            raise GarbledReply(self.name, f"{np.sum(~np.isfinite(others))} NaN/inf values",
+                               "a reading the sweep should have taken is missing",
+                               command=query)
+        table[:, :, 2] = np.where(np.isfinite(table[:, :, 2]), table[:, :, 2], NAN)
+        return {str(c): B2900Readings.from_array(table[:, i, :]) for i, c in enumerate(chans)}
+
+    def _disarm_slave(self) -> None:
+        """Abort the armed slave sweep (a no-op once it ended) and set its channels'
+        trigger sources back to AINT (no reply read)."""
+        if self._slave is None:
+            return
+        chans = self._slave[0]
+        self._slave = None
+        self.write(f":ABOR (@{','.join(map(str, chans))});"
+                   + ";".join(f":TRIG{c}:ALL:SOUR AINT" for c in chans))
+
     def _fetch_block(self, query: str, data_format: str) -> np.ndarray:
         """The values of a definite-length block reply ``#<d><length><bytes>\\n``."""
         code, size = DATA_FORMATS[data_format]
@@ -597,6 +707,7 @@ class KeysightB2902A(LockedInstrumentMixin, SCPIMixin, Instrument):
         report.last_level = max((abs(p.last_level) for p in parts if p.last_level is not None),
                                 default=None)
         self._format = None
+        self._slave = None  # (each channel's shutdown began with :ABOR)
         Instrument.shutdown(self)
         return report
 

@@ -48,6 +48,20 @@ a timer) stays armed until ``smuX.abort()`` or the other channel's initiate. Sti
 settings are stored and read back; their only effect is that grouping (the simulator does
 not model a channel waiting part-way on a partner).
 
+A slave of another instrument's trigger output: armed channels whose stimuli include the
+event of a digio line in a trigger-input mode (``digio.trigger[N].mode`` not TRIG_BYPASS,
+``smuX.trigger.source.stimulus = digio.trigger[N].EVENT_ID``), the rest produced by the
+group itself, wait for pulses on line N of the trigger link (``world.subscribe_trigger``:
+only what the cabling's trigger cables bring). Each pulse runs one trigger-model step of
+the group as above (sources first, at subscriber order 0, so the ADC's sample at order 10
+sees them), on the instrument's own timeline, which the pulse first brought up to the
+sender's time; it is not slept (it runs in the sender's thread). After the last step (a
+late subscriber, order 20) the sweep ends as above; ``smuX.abort()``, ``reset()`` or
+turning the output off ends it early for that channel. Meanwhile
+``status.operation.sweeping.condition`` shows the channels armed, and ``waitcomplete()``
+waits up to ``fetch_wait_s`` of wall time (default FETCH_WAIT_S) for the pulses, then
+returns with the sweep still armed.
+
 Instrument time (:mod:`simulators.tsp.timing`, the 2602B datasheet): a trigger-model step
 costs ``sweep_step_s(nplc)`` (12,000 / 4,200 / 560 / 59 steps/s at 0.001 / 0.01 / 0.1 / 1
 NPLC and 60 Hz), a measurement a command or script takes ``script_measure_s`` (20,000 / 4,900
@@ -111,6 +125,7 @@ SEVERITY = 20  # RECOVERABLE
 N_BLENDERS = 6
 N_DIGIO = 14
 _BLENDER_BASE, _DIGIO_BASE, COMMAND_EVENT = 40, 60, 100
+FETCH_WAIT_S = 5.0  # wall time waitcomplete() waits for an externally triggered sweep
 DIGIO_CONSTANTS = {
     "TRIG_BYPASS": 0, "TRIG_FALLING": 1, "TRIG_RISING": 2, "TRIG_EITHER": 3,
     "TRIG_SYNCHRONOUSA": 4, "TRIG_SYNCHRONOUS": 5, "TRIG_SYNCHRONOUSM": 6,
@@ -139,6 +154,16 @@ class _DigioLine:
     pulsewidth: float = 10e-6
 
 
+@dataclass
+class _External:
+    """A trigger-model sweep armed on digio trigger inputs: its channels, the steps taken,
+    its trigger-link subscriptions."""
+
+    group: list
+    steps: int = 0
+    handles: list[int] = field(default_factory=list)
+
+
 class SimKeithley2600:
     """A Keithley 2602B cabled into ``world``: ``cables`` maps "a"/"b" to the channels'
     :class:`~simulators.cabling.SmuCable` (a channel left out is cabled to nothing).
@@ -165,6 +190,11 @@ class SimKeithley2600:
         self.name = names.pop()
         self.serial = serial
         self._lock = threading.Lock()
+        #: The sweep armed on digio trigger inputs (None: none), and its end.
+        self._external: _External | None = None
+        self._external_done = threading.Condition(world.lock)
+        #: Wall seconds waitcomplete() waits for an externally triggered sweep.
+        self.fetch_wait_s = FETCH_WAIT_S
         self.errors: deque[tuple[int, str]] = deque()
         self._buffers: dict[str, ReadingBuffer] = {}
         self._collect: tuple[str, str, list[str]] | None = None
@@ -298,6 +328,7 @@ class SimKeithley2600:
 
     # -- global state ----------------------------------------------------------------------
     def _reset_globals(self) -> None:
+        self._drop_stale_external()  # (the channels' reset disarmed them)
         self.format_data, self.byteorder, self.asciiprecision = 1, 1, 6
         self.blenders = [_Blender() for _ in range(N_BLENDERS)]
         self.digio = [_DigioLine() for _ in range(N_DIGIO)]
@@ -412,18 +443,30 @@ class SimKeithley2600:
 
     # -- running the trigger model ---------------------------------------------------------
     def _run_pending(self) -> None:
-        group = [ch for ch in self.channels.values() if ch.pending]
+        self._drop_stale_external()
+        armed = set(self._external.group) if self._external is not None else set()
+        group = [ch for ch in self.channels.values() if ch.pending and ch not in armed]
+        inputs = self._input_events()
         while group:
-            produced = self._produced(group)
+            produced = self._produced(group) | inputs
             ready = [ch for ch in group if ch.trig.stimuli() <= produced]
             if len(ready) == len(group):
                 break
             group = ready
-        if group:
+        if not group:
+            return
+        waits_on = {e for ch in group for e in ch.trig.stimuli()} & (inputs - self._produced(group))
+        if not waits_on:
             self._sweep(group)
+        elif self._external is None:
+            self._arm_external(group, sorted(e - _DIGIO_BASE for e in waits_on))
+        # else: one externally triggered sweep at a time; the rest stay armed, waiting.
 
-    def _sweep(self, group: list[SmuChannel]) -> None:
-        """Run the armed channels' trigger models together, step by step."""
+    def _input_events(self) -> set[int]:
+        """The events of the digio lines set up as trigger inputs."""
+        return {_DIGIO_BASE + n for n, line in enumerate(self.digio, start=1) if line.mode}
+
+    def _begin(self, group: list[SmuChannel]) -> None:
         for blender in self.blenders:
             blender.fired.clear()
         for ch in group:
@@ -431,41 +474,106 @@ class SimKeithley2600:
                 for buf in ch.trig.measure_buffers:
                     if not buf.appendmode:
                         buf.clear()
+        for ch in group:
+            self._fire(ch.event("ARMED"), 0)
+            self._fire(ch.event("SWEEPING"), 0)
+
+    def _step(self, active: list[SmuChannel], step: int,
+              spend: Callable[[float], None]) -> None:
+        """One trigger-model step of ``active`` in lockstep (module docstring)."""
+        for ch in active:
+            if ch.trig.source_action:
+                levels = ch.trig.source_list
+                ch.step_to(levels[step % len(levels)])
+        for ch in active:
+            self._fire(ch.event("SOURCE_COMPLETE"), step)
+        spend(max(ch.measure_delay_s() for ch in active))
+        for ch in active:
+            t = ch.trig
+            if t.measure_action:
+                volts, amps, status = ch.sample()
+                ch.store(t.measure_func, t.measure_buffers, volts, amps, status)
+        for ch in active:
+            self._fire(ch.event("MEASURE_COMPLETE"), step)
+        spend(max(sweep_step_s(ch.nplc, self.linefreq) for ch in active))
+        for ch in active:
+            if ch.trig.endpulse_action == SOURCE_IDLE:
+                ch.present = ch.idle_level()
+                ch.drive()
+            self._fire(ch.event("PULSE_COMPLETE"), step)
+
+    def _finish(self, group: list[SmuChannel]) -> None:
+        # Whatever happened, the sweep is over: back to the fixed level, bits cleared.
+        for ch in group:
+            ch.pending = False
+            if ch.trig.endsweep_action == SOURCE_IDLE:
+                ch.present = ch.idle_level()
+                ch.drive()
+            self._fire(ch.event("SWEEP_COMPLETE"), 0)
+            self._fire(ch.event("IDLE"), 0)
+
+    def _sweep(self, group: list[SmuChannel]) -> None:
+        """Run the armed channels' trigger models together, step by step."""
         try:
-            for ch in group:
-                self._fire(ch.event("ARMED"), 0)
-                self._fire(ch.event("SWEEPING"), 0)
+            self._begin(group)
             for step in range(max(ch.total_steps() for ch in group)):
-                active = [ch for ch in group if step < ch.total_steps()]
-                for ch in active:
-                    if ch.trig.source_action:
-                        levels = ch.trig.source_list
-                        ch.step_to(levels[step % len(levels)])
-                for ch in active:
-                    self._fire(ch.event("SOURCE_COMPLETE"), step)
-                self.spend(max(ch.measure_delay_s() for ch in active))
-                for ch in active:
-                    t = ch.trig
-                    if t.measure_action:
-                        volts, amps, status = ch.sample()
-                        ch.store(t.measure_func, t.measure_buffers, volts, amps, status)
-                for ch in active:
-                    self._fire(ch.event("MEASURE_COMPLETE"), step)
-                self.spend(max(sweep_step_s(ch.nplc, self.linefreq) for ch in active))
-                for ch in active:
-                    if ch.trig.endpulse_action == SOURCE_IDLE:
-                        ch.present = ch.idle_level()
-                        ch.drive()
-                    self._fire(ch.event("PULSE_COMPLETE"), step)
+                self._step([ch for ch in group if step < ch.total_steps()], step, self.spend)
         finally:
-            # Whatever happened, the sweep is over: back to the fixed level, bits cleared.
-            for ch in group:
-                ch.pending = False
-                if ch.trig.endsweep_action == SOURCE_IDLE:
-                    ch.present = ch.idle_level()
-                    ch.drive()
-                self._fire(ch.event("SWEEP_COMPLETE"), 0)
-                self._fire(ch.event("IDLE"), 0)
+            self._finish(group)
+
+    # -- a slave on the trigger link ------------------------------------------------------
+    def _arm_external(self, group: list[SmuChannel], lines: list[int]) -> None:
+        self._begin(group)
+        ext = _External(group)
+        for line in lines:
+            ext.handles += [
+                self.world.subscribe_trigger(self.name, line, self._on_pulse, order=0),
+                # After the acquirers (order 10): they must sample the last step too.
+                self.world.subscribe_trigger(self.name, line, self._after_pulse, order=20),
+            ]
+        self._external = ext
+
+    def _on_pulse(self, step: int) -> None:
+        # World lock held, in the sender's thread: never take the instrument lock here.
+        ext = self._external
+        if ext is None:
+            return
+        active = [ch for ch in ext.group if ch.pending and ext.steps < ch.total_steps()]
+        if not active:
+            return
+        self._step(active, ext.steps,
+                   lambda s: self.world.clock.spend(self.name, s, sleep=False) if s > 0 else None)
+        ext.steps += 1
+
+    def _after_pulse(self, step: int) -> None:
+        ext = self._external
+        if ext is not None and all(not ch.pending or ext.steps >= ch.total_steps()
+                                   for ch in ext.group):
+            self._end_external()
+
+    def _end_external(self) -> None:
+        ext, self._external = self._external, None
+        if ext is None:
+            return
+        for handle in ext.handles:
+            self.world.unsubscribe_trigger(handle)
+        self._finish([ch for ch in ext.group if ch.pending])
+        self._external_done.notify_all()
+
+    def _drop_stale_external(self) -> None:
+        """An externally triggered sweep whose channels were all aborted: unsubscribe."""
+        ext = self._external
+        if ext is not None and not any(ch.pending for ch in ext.group):
+            self._end_external()
+
+    def _waitcomplete(self) -> None:
+        self._run_pending()
+        ext = self._external
+        if ext is not None:
+            self._external_done.wait_for(
+                lambda: self._external is not ext or not any(ch.pending for ch in ext.group),
+                timeout=self.fetch_wait_s)
+            self._drop_stale_external()
 
     # -- fault hooks -----------------------------------------------------------------------
     # Used by simulators.faults (FaultSpec.stick_compliance_after); nothing else sets them.
@@ -682,7 +790,7 @@ class SimKeithley2600:
                 raise TspRuntimeError("delay expects the time in s")
             self.spend(within(number(args[0], "delay"), 0, 1e5))
         elif name == "waitcomplete":
-            self._run_pending()
+            self._waitcomplete()
         elif name == "reset":
             self._reset_all()
         elif name == "opc":

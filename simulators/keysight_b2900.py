@@ -38,10 +38,34 @@ Decisions where the simulator simplifies or had to choose (manual pages not at h
   :TRAN:COUN|SOUR|TIM|DEL|TOUT[:STAT]|TOUT:SIGN``; ALL sets both, and its query reads the
   ACQuire layer). ``:INIT (@...)`` starts the listed channels together: step j sets every
   listed channel's level j (transient), pulses the transient trigger outputs, then takes
-  every listed channel's reading (acquire, with its own trigger output pulse). Only the
-  trigger sources AINT and TIMer run (others: -221 at ``:INIT``). A channel with fewer
-  steps than the other idles after its last one. After the sweep every source returns to
-  its fixed (``[:IMM]``) level. The arm layer is stored only.
+  every listed channel's reading (acquire, with its own trigger output pulse). The
+  trigger sources AINT and TIMer run within ``:INIT``; BUS, INT1, INT2 and LAN are -221 at
+  ``:INIT``. A channel with fewer steps than the other idles after its last one. After the
+  sweep every source returns to its fixed (``[:IMM]``) level. The arm layer is stored only.
+* External triggers (a slave of another instrument's trigger output): a channel whose
+  TRANsient source is ``EXTn`` (its ACQuire source ``EXTm`` or AINT, which here means
+  "after each transient step") is armed by ``:INIT`` (which returns at once, after
+  INITIATE_OVERHEAD_S) on Digital I/O line n of the trigger link
+  (``world.subscribe_trigger``: pulses arrive only along the cabling's trigger cables).
+  Each pulse on the transient line sets the channel's next level; each pulse on the
+  acquire line (or, with ACQ AINT, each transient step) takes its next reading, the
+  source having been set first (sources step at subscriber order 0, the ADC samples at
+  10). Every pulse the instrument takes costs it one lockstep step (``_step_s``) on its
+  own timeline, which the pulse first brought up to the sender's time
+  (``SimClock.wait_until``), so a slave never finishes before its master's pulses; it is
+  not slept (it runs in the sender's thread, in the shadow of the sender's own steps).
+  When every armed channel has reached both its trigger counts the sweep ends (in a late
+  subscriber, order 20, so the ADC samples the last step too) and the sources return to
+  their fixed levels. ``:ABOR (@...)`` disarms the listed channels (their readings stay),
+  ``*RST`` all. ``:INIT`` while a sweep is armed is -213 "Init ignored"; one ``:INIT``
+  that lists external-trigger and internal-trigger channels together, or an external
+  ACQuire source with an internal TRANsient one, is -221 "Settings conflict".
+  ``:FETC`` and ``:READ`` on an armed sweep wait up to ``fetch_wait_s`` (wall time,
+  default FETCH_WAIT_S, as the simulated 2400's ``:FETC?``) for it to end; then they queue
+  -230 "Data corrupt or stale" and answer nothing (the sweep stays armed). ``*OPC?`` does
+  not wait for an armed sweep here (it answers 1 at once; the instrument would wait).
+  The Digital I/O pin function (``:SOUR:DIG:EXT<n>:FUNC TINP``) is not simulated: a line
+  is a trigger input whenever a trigger source names it.
 * ``:SOUR[c]:TOUT[:STAT]`` / ``:SOUR[c]:TOUT:SIGN`` are the transient layer's trigger
   output (the source-change trigger; the form that B2900 user scripts use), the same
   setting as ``:TRIG[c]:TRAN:TOUT``. A pulse on ``EXTn`` is ``world.pulse(name, n, step)``
@@ -87,6 +111,7 @@ import struct
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from simulators import scpi
 from simulators.cabling import SmuCable
@@ -103,6 +128,7 @@ MAX_TIMER_S = 1e5
 MIN_APERTURE_S, MAX_APERTURE_S = 8e-6, 2.0
 ACQUIRE_OVERHEAD_S = 20e-6  # assumption: per reading, beyond the aperture
 INITIATE_OVERHEAD_S = 0.5e-3  # assumption: per :INIT / :READ, trigger system start
+FETCH_WAIT_S = 5.0  # wall time :FETC/:READ wait for an armed sweep (as the 2400's)
 
 #: Source ranges (V, A) with the largest level each accepts (Tables 2-4 and 2-6).
 V_RANGES = ((0.2, 0.21), (2.0, 2.1), (20.0, 21.0), (200.0, 210.0))
@@ -236,6 +262,34 @@ class _Channel:
         return str(self.cfg["source_func"])
 
 
+@dataclass
+class _Plan:
+    """What one channel of an externally triggered sweep does: its levels (A or V), its
+    acquire count, the lines its layers wait on (acq_line None: after each transient step)
+    and how far it got."""
+
+    ch: _Channel
+    levels: list[float]
+    n_acq: int
+    tran_line: int
+    acq_line: int | None
+    source: float
+    tran_done: int = 0
+    acq_done: int = 0
+
+    @property
+    def done(self) -> bool:
+        return self.tran_done >= len(self.levels) and self.acq_done >= self.n_acq
+
+
+@dataclass
+class _Armed:
+    """A sweep armed on external trigger lines: its channels' plans, its subscriptions."""
+
+    plans: dict[str, _Plan]
+    handles: list[int] = field(default_factory=list)
+
+
 class SimB2902A:
     """A Keysight B2902A cabled into ``world``, speaking SCPI line by line.
 
@@ -267,6 +321,11 @@ class SimB2902A:
         self.errors = ErrorQueue(10, on_push=self._on_error)
         self._lock = threading.Lock()
         self._binary: bytes | None = None
+        #: The sweep armed on external triggers (None: none), and its end.
+        self._armed: _Armed | None = None
+        self._armed_done = threading.Condition(world.lock)
+        #: Wall seconds :FETC/:READ wait for an armed sweep (module docstring).
+        self.fetch_wait_s = FETCH_WAIT_S
         #: Program messages per header kind, for tests that count the wire ("INIT", "FETC").
         self.counts: dict[str, int] = {}
         self._parser = _Parser(self._build_tree(), self.errors)
@@ -300,6 +359,7 @@ class SimB2902A:
 
     # -- state -------------------------------------------------------------------------
     def _reset(self) -> None:
+        self._disarm(CHANNELS)
         for ch in self.channels.values():
             self._output_off(ch)
             ch.cfg = dict(RESET_DEFAULTS)
@@ -398,10 +458,19 @@ class SimB2902A:
     def _initiate(self, chans: tuple[str, ...]) -> None:
         """Run the listed channels' trigger systems together (see the module docstring)."""
         selected = [self.channels[c] for c in chans]
+        if self._armed is not None:
+            raise ScpiError(-213)  # a sweep is armed on the trigger link
+        external = [ch for ch in selected
+                    if any(str(ch.cfg[f"{layer}_source"]).startswith("EXT") for layer in LAYERS)]
+        if external:
+            if len(external) != len(selected):
+                raise ScpiError(-221)  # one :INIT of externally and internally paced channels
+            self._arm(selected)
+            return
         for ch in selected:
             for layer in LAYERS:
                 if ch.cfg[f"{layer}_source"] not in ("AINT", "TIM"):
-                    raise ScpiError(-221)  # only automatic and timer triggers are simulated
+                    raise ScpiError(-221)  # BUS, INT1/2, LAN: not simulated
         plans = []
         for ch in selected:
             if ch.cfg["on_auto"] and not ch.output:
@@ -430,6 +499,94 @@ class SimB2902A:
             self._spend(step_s)
         for ch in selected:
             self._bias(ch)
+
+    # -- externally triggered sweeps (a slave on the trigger link) -----------------------
+    def _arm(self, selected: list[_Channel]) -> None:
+        """Arm the channels' trigger systems on their EXT lines (module docstring)."""
+        for ch in selected:
+            tran, acq = str(ch.cfg["TRAN_source"]), str(ch.cfg["ACQ_source"])
+            if not tran.startswith("EXT") or not (acq.startswith("EXT") or acq == "AINT"):
+                raise ScpiError(-221)  # an acquire paced from outside, a source from inside
+        plans = {}
+        for ch in selected:
+            if ch.cfg["on_auto"] and not ch.output:
+                ch.output = True
+                self._bias(ch)
+            acq = str(ch.cfg["ACQ_source"])
+            plans[ch.name] = _Plan(
+                ch, self._levels(ch, int(ch.cfg["TRAN_count"])), int(ch.cfg["ACQ_count"]),
+                int(str(ch.cfg["TRAN_source"])[3:]),
+                int(acq[3:]) if acq.startswith("EXT") else None, self._fixed_level(ch))
+            ch.readings = []
+        self._spend(INITIATE_OVERHEAD_S)
+        armed = _Armed(plans)
+        lines = sorted({p.tran_line for p in plans.values()}
+                       | {p.acq_line for p in plans.values() if p.acq_line is not None})
+        for line in lines:
+            armed.handles += [
+                self.world.subscribe_trigger(self.name, line, partial(self._on_pulse, line),
+                                             order=0),
+                # After the acquirers (order 10): they must sample the last step too.
+                self.world.subscribe_trigger(self.name, line, self._after_pulse, order=20),
+            ]
+        self._armed = armed
+
+    def _on_pulse(self, line: int, step: int) -> None:
+        # World lock held, in the sender's thread: never take the instrument lock here.
+        armed = self._armed
+        if armed is None:
+            return
+        stepped = set()
+        for p in armed.plans.values():
+            if p.tran_line == line and p.tran_done < len(p.levels):
+                p.source = p.levels[p.tran_done]
+                if p.ch.output:
+                    self._drive(p.ch, p.source)
+                self._pulse(p.ch, "TRAN", p.tran_done)
+                p.tran_done += 1
+                stepped.add(p.ch.name)
+        took = bool(stepped)
+        for p in armed.plans.values():
+            triggered = p.acq_line == line or (p.acq_line is None and p.ch.name in stepped)
+            if triggered and p.acq_done < p.n_acq:
+                self._pulse(p.ch, "ACQ", p.acq_done)
+                p.ch.readings.append(self._sample(p.ch, p.source))
+                p.acq_done += 1
+                took = True
+        if took:
+            # Its own step on its own timeline (overlapping the sender's); not slept.
+            step_s = max(self._step_s(p.ch) for p in armed.plans.values())
+            self.world.clock.spend(self.name, step_s, sleep=False)
+
+    def _after_pulse(self, step: int) -> None:
+        armed = self._armed
+        if armed is not None and all(p.done for p in armed.plans.values()):
+            self._disarm(tuple(armed.plans))
+
+    def _disarm(self, chans: Sequence[str]) -> None:
+        """Disarm the listed channels of the armed sweep (readings stay, sources back to
+        their fixed levels); the whole sweep once none is left."""
+        armed = self._armed
+        if armed is None:
+            return
+        for c in chans:
+            plan = armed.plans.pop(c, None)
+            if plan is not None:
+                self._bias(plan.ch)
+        if not armed.plans:
+            for handle in armed.handles:
+                self.world.unsubscribe_trigger(handle)
+            self._armed = None
+            self._armed_done.notify_all()
+
+    def _wait_armed(self, chans: Sequence[str]) -> bool:
+        """Wait (world lock released) up to ``fetch_wait_s`` for an armed sweep of any of
+        ``chans`` to end; False if it is still armed."""
+        armed = self._armed
+        if armed is None or not set(chans) & set(armed.plans):
+            return True
+        return self._armed_done.wait_for(lambda: self._armed is not armed,
+                                         timeout=self.fetch_wait_s)
 
     def _records(self, chans: tuple[str, ...], elements: tuple[str, ...], *,
                  latest: bool) -> list[float]:
@@ -584,12 +741,15 @@ class SimB2902A:
         self._initiate(chans)
 
     def _abort(self, args: list[str]) -> None:
-        channel_list(args)  # sweeps complete within :INIT here: nothing runs to abort
+        # Internally paced sweeps complete within :INIT: only an armed one is left to abort.
+        self._disarm(channel_list(args))
 
     def _fetch(self, element: str | None, *, latest: bool) -> Callable:
         def query(args: list[str]) -> str:
             chans = channel_list(args)
             self._count("FETC")
+            if not self._wait_armed(chans):
+                raise ScpiError(-230)
             elements = (element,) if element else tuple(self.cfg["form_elem"])
             return self._format(self._records(chans, elements, latest=latest))
 
@@ -599,6 +759,8 @@ class SimB2902A:
         chans = channel_list(args)
         self._count("READ")
         self._initiate(chans)
+        if not self._wait_armed(chans):
+            raise ScpiError(-230)
         return self._format(self._records(chans, tuple(self.cfg["form_elem"]), latest=False))
 
     def _measure(self, element: str | None) -> Callable:

@@ -179,15 +179,23 @@ class Station:
         """Several pairs can be swept in one step: more than one pair's worth of SMU
         channels; the trigger master a trigger-link list master (a 2400) or an instrument
         that sweeps its two channels itself; every channel of the other instruments a
-        trigger-link slave (2400s); an ADC that samples several inputs per trigger."""
+        trigger-link slave (2400s) or on an instrument that arms its channels as a slave of
+        the master's trigger output (``list_slave``: a B2902A); an ADC that samples several
+        inputs per trigger."""
         master = self.wiring.trigger_master
         channels = self.wiring.smu_channels()
         others = [ch for ch in channels if ch.instrument != master.instrument]
         master_ok = (self._paired_master() is not None
                      or hasattr(self.smu(master), "configure_list_master"))
+
+        def slave_ok(ch: Channel) -> bool:
+            if self.instruments[ch.instrument].capabilities.get("list_slave"):
+                return True
+            return (hasattr(self.smu(ch), "configure_list_slave")
+                    and bool(self.smu(ch).capabilities.get("trigger_link")))
+
         return (len(channels) > 2 and bool(others) and master_ok
-                and all(hasattr(self.smu(ch), "configure_list_slave")
-                        and self.smu(ch).capabilities.get("trigger_link") for ch in others)
+                and all(slave_ok(ch) for ch in others)
                 and len(self.adc.capabilities.get("scan_inputs", ())) > 1)
 
     def _arm_adc(self, n: int, inputs: tuple[int, ...] | None = None) -> None:
@@ -223,9 +231,12 @@ class Station:
         ADC, which samples each step."""
         w = self.wiring.pair(pair)
         paired = self._paired(pair)
-        if paired is not None:
-            return self._paired_sweep(paired, pair, levels_a, levels_b, nplc=nplc)
         master = self.wiring.trigger_master
+        # A pair on another two-channel instrument than the master's is paced by the master
+        # when the station can (the ADC takes the master's pulses, not that instrument's).
+        if paired is not None and (paired is self.instruments[master.instrument]
+                                   or not self._lockstep_capable()):
+            return self._paired_sweep(paired, pair, levels_a, levels_b, nplc=nplc)
         if master not in (w.a.smu, w.b.smu) and self._lockstep_capable():
             # A pair beside the master's: the master paces it, sweeping 0 A itself.
             return self._lockstep([(pair, levels_a, levels_b)], nplc=nplc)[0]
@@ -293,7 +304,10 @@ class Station:
 
     def _lockstep(self, sweeps: list[tuple[int, np.ndarray, np.ndarray]], *,
                   nplc: float) -> list[RawSweep]:
-        """One list sweep paced by the trigger master for every pair of ``sweeps``."""
+        """One list sweep paced by the trigger master for every pair of ``sweeps``: the
+        other instruments' channels armed first, as 2400 trigger-link slaves or (a B2902A,
+        a 2602B: ``list_slave``) all of one instrument's channels in one go on its trigger
+        input, each stepping once per pulse of the master's trigger output."""
         master = self.wiring.trigger_master
         n = max(len(a) for _, a, _ in sweeps)
         levels: dict[Channel, np.ndarray] = {}
@@ -320,8 +334,17 @@ class Station:
         for ch in own:
             levels.setdefault(ch, np.zeros(n))
         slaves = [ch for ch in levels if ch.instrument != master.instrument]
+        # Instruments that arm all their channels in one go (a B2902A) and 2400-style
+        # per-channel trigger-link slaves.
+        armed = {ch.instrument for ch in slaves
+                 if self.instruments[ch.instrument].capabilities.get("list_slave")}
+        for name in sorted(armed):
+            self.instruments[name].arm_list_slave(
+                {ch.channel: levels[ch] for ch in slaves if ch.instrument == name},
+                nplc=nplc, trigger_line=TRIGGER_LINE)
         for ch in slaves:
-            self.smu(ch).configure_list_slave(levels[ch])
+            if ch.instrument not in armed:
+                self.smu(ch).configure_list_slave(levels[ch])
         self._arm_adc(n, tuple(inputs))
         timeout_s = self.config.instrument_of(master).timeout_s
         wait_s = timeout_s + sweep_duration_bound(n, nplc)
@@ -336,11 +359,17 @@ class Station:
             readings = {master: self.smu(master).run_list_sweep(timeout_s=wait_s)}
             self.smu(master).check_errors_raise()
         self._busy_until = 0.0
+        for name in sorted(armed):
+            # (fetch_list_slave ends with the instrument's own error check)
+            for channel, r in self.instruments[name].fetch_list_slave().items():
+                readings[Channel(name, channel)] = r
         for ch in slaves:
-            readings[ch] = self.smu(ch).run_list_sweep()
+            if ch.instrument not in armed:
+                readings[ch] = self.smu(ch).run_list_sweep()
         samples = self.adc.read_samples()
         for ch in slaves:
-            self.smu(ch).check_errors_raise()
+            if ch.instrument not in armed:
+                self.smu(ch).check_errors_raise()
         self.adc.check_errors_raise()
         k = len(inputs)
         if len(samples) != n * k or any(len(r) != n for r in readings.values()):

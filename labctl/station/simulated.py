@@ -77,8 +77,10 @@ def cabling_for(config: StationConfig) -> Cabling:
             adc_cables.append(AdcInputCable(number, plus, minus))
     master = w.trigger_master
     smus = [SmuCable(ch.instrument, ch.channel, row) for ch, row in sorted(rows.items())]
-    triggers = [TriggerCable(master.instrument, TRIGGER_LINE, c.instrument, TRIGGER_LINE)
-                for c in smus if c.instrument != master.instrument]
+    # One cable per other instrument (a two-channel SMU has one trigger input line 1).
+    triggers = [TriggerCable(master.instrument, TRIGGER_LINE, name, TRIGGER_LINE)
+                for name in dict.fromkeys(c.instrument for c in smus)
+                if name != master.instrument]
     triggers.append(TriggerCable(master.instrument, TRIGGER_LINE, w.adc, ADC_TRIGGER_LINE))
     prober = w.prober or "prober"
     ohms, ref_channels = _reference_cabling(config, rows)
