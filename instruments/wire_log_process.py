@@ -3,9 +3,10 @@
 :class:`~instruments.wire_log.WireLog` (``.wlog``) hands each group of records to this
 process through a pipe, in one ``write`` per reply as the in-process writer writes the file:
 a record has reached the kernel when it is logged. The process codes and writes them
-(:class:`~instruments.wire_log.CompactWriter`, the same file format); a killed labctl
-leaves it to finish the pipe's content, so the log is complete; killed both, the log ends
-at a whole group, as any torn log. It ignores SIGINT, SIGTERM and SIGHUP (a Ctrl-C reaches
+(:class:`~instruments.wire_log.CompactWriter`, the same file format), a group holding up
+to :data:`~instruments.wire_log.COMMIT_S` of exchanges; a killed labctl leaves it to finish
+the pipe's content, so the log is complete; killed both, the log ends at a whole group, as
+any torn log. It ignores SIGINT, SIGTERM and SIGHUP (a Ctrl-C reaches
 the whole process group: the logs must outlive the command's shutdown) and ends when the
 pipe closes.
 

@@ -23,6 +23,8 @@ from instruments.transport import WireLog
 from instruments.wire_codec import EchoBuffer, Reader, decode_numeric, encode_numeric, render
 from instruments.wire_log import (
     MAGIC,
+    SIGNATURE,
+    CompactWriter,
     WireLogError,
     read_entries,
     write_entries,
@@ -148,7 +150,10 @@ def traffic(seed: int, n: int = 800) -> list[tuple[str, str | bytes]]:
 
 def finished(path: Path) -> None:
     """Wait until no process writes ``path`` (a writer process finishing the pipe of a
-    killed command holds its lock)."""
+    killed command holds its lock; one still starting has not created it yet)."""
+    deadline = time.monotonic() + 30
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
     with open(path, "rb") as f:
         fcntl.flock(f.fileno(), fcntl.LOCK_SH)
 
@@ -176,6 +181,7 @@ def test_a_killed_writer_leaves_a_log_readable_to_its_last_whole_record(tmp_path
         child.wait()
         committed = int(reported[-1]) if reported[-1].strip() else 0
         finished(path)
+        assert path.read_bytes().startswith(MAGIC)  # the current format version
         got = read_entries(path)
         entries = [(k, v) for k, _, v in got.entries]
         assert len(entries) >= committed
@@ -226,6 +232,35 @@ def read_entries_of(tmp_path: Path, data: bytes):
 
 
 # -- older logs ----------------------------------------------------------------------------
+def test_version_1_logs_are_read_and_appended_to_unknown_versions_refused(tmp_path):
+    """A version-1 log (deflate) reads back and a resumed run appends to it in version 1;
+    a log of a version this labctl does not know is refused, naming the file and version."""
+    expected = traffic(11, n=120)
+    old = tmp_path / "smu_a.wlog"
+    writer = CompactWriter(str(old), version=1)
+    for n, (kind, value) in enumerate(expected):
+        writer.add(kind, n * 1000, value)
+        if kind != "w":
+            writer.commit()
+    writer.close()
+    assert old.read_bytes()[:len(MAGIC)] == SIGNATURE + b"\x01" != MAGIC
+    assert [(k, v) for k, _, v in read_entries(old).entries] == expected
+    with WireLog(old, durable=True) as again:  # a resumed session's instrument
+        again.written("*IDN?")
+        again.read("KEITHLEY")
+    after = read_entries(old)
+    assert old.read_bytes()[len(SIGNATURE)] == 1 and after.segments == 2
+    assert [(k, v) for k, _, v in after.entries] == [*expected, ("w", "*IDN?"),
+                                                     ("r", "KEITHLEY")]
+    future = tmp_path / "adc.wlog"
+    future.write_bytes(SIGNATURE + b"\x07" + old.read_bytes()[len(MAGIC):])
+    with pytest.raises(WireLogError, match=r"adc\.wlog: wire-log format version 7"):
+        read_entries(future)
+    with pytest.raises(WireLogError, match=r"adc\.wlog: wire-log format version 7.*"
+                                           r"refusing to append"):
+        WireLog(future)
+
+
 def test_json_lines_logs_are_still_read_and_written(tmp_path):
     old = tmp_path / "smu_a.jsonl"
     old.write_text('{"t": 0.001, "w": "*IDN?"}\n{"t": 0.0025, "r": "KEITHLEY"}\n'
@@ -293,3 +328,30 @@ def test_a_failed_writer_process_is_replaced_by_writing_in_this_process(tmp_path
         ("w", ":READ?"), ("r", "+1.0E-01,+1.0E-05"), ("w", ":SYST:ERR?"), ("r", '0,"No error"')]
     assert got.segments == 2 and not got.torn
     assert WriterProcess.get() is not writer  # the next log gets a new one
+
+
+def test_the_writer_process_groups_exchanges_and_writes_them_within_its_delay(tmp_path,
+                                                                              monkeypatch):
+    """A durable log coded by the writer process: a burst of exchanges goes to the file in
+    far fewer groups than replies (one compressed block and group head for many), and all
+    of it is in the file within COMMIT_S of the last reply, with no flush or close."""
+    from instruments.wire_log import COMMIT_S, _groups
+
+    monkeypatch.setenv("LABCTL_WIRE_LOG_WRITER", "process")
+    path = tmp_path / "smu.wlog"
+    sent = traffic(13, n=400)
+    log = WireLog(path, durable=True)
+    for kind, value in sent:
+        {"w": log.written, "r": log.read, "rb": log.read_binary, "x": log.discarded}[kind](
+            value)  # type: ignore[operator]
+    last = time.monotonic()
+    replies = sum(kind != "w" for kind, _ in sent)
+    while time.monotonic() - last < COMMIT_S + 5.0:  # the writer's delay, with room for load
+        if path.exists() and len(read_entries(path).entries) == len(sent):
+            break
+        time.sleep(0.02)
+    got = read_entries(path)
+    assert [(k, v) for k, _, v in got.entries] == sent and not got.torn
+    groups = [g for g in _groups(path.read_bytes(), str(path)) if g[1] is not None]
+    assert 1 <= len(groups) < replies / 4, (len(groups), replies)
+    log.close()

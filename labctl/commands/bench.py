@@ -17,8 +17,9 @@ Sections (``--only`` picks some; ``mnist`` runs only when asked for, it takes mi
 - ``mnist``: `labctl simulate mnist` on ../shared/datasets/mnist.
 - ``storm``: 100 random signals (SIGINT, SIGTERM, SIGHUP, SIGKILL, seeded) over real
   `labctl train iris` and `labctl iv` processes; tried and held per signal.
-- ``wirelog``: wire-log bytes of one `labctl train iris --epochs 5`, JSON lines against the
-  compact format; their wall times side by side; write cost per record (bench/wirelog.py).
+- ``wirelog``: wire-log bytes of `labctl train iris --epochs 5` and of the default run, JSON
+  lines against the compact format; their wall times side by side; write cost per record
+  (bench/wirelog.py).
 - ``sweep``: a 2 x 4 grid of short Iris runs (`labctl sweep`): local executor with 2
   workers against 1, side by side, and a Dask LocalCluster's overhead per cell.
 """
@@ -178,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
         result = storm(100, 0)
         results["storm"] = {k: v for k, v in result.items() if k != "runs"}
     if "wirelog" in sections:
-        from labctl.bench.wirelog import run as wirelog
+        from labctl.bench.wirelog import run_both as wirelog
 
         results["wirelog"] = wirelog()
     if "sweep" in sections:
