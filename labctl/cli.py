@@ -26,6 +26,7 @@ COMMANDS = [
      "remove sessions by age, status or size (a dry run unless --yes)"),
     (("replay",), "labctl.commands.replay", "replay a recorded session offline"),
     (("report",), "labctl.commands.report", "plots of a recorded session"),
+    (("view",), "labctl.commands.view", "a local web page following sessions live"),
     (("export",), "labctl.commands.export", "a session's streams as NetCDF or Parquet files"),
     (("bench",), "labctl.commands.bench", "benchmarks (not part of the test suite)"),
     (("sim", "serve"), "labctl.commands.sim_serve", "serve a simulated bench on loopback"),
