@@ -617,6 +617,7 @@ class KeysightB2902A(LockedInstrumentMixin, SCPIMixin, Instrument):
                 except InstrumentReportedError as err:
                     reported = f" ({err})"
                 self._disarm_slave()
+                self.ask("*OPC?")  # the abort has been carried out when this is answered
                 raise InstrumentError(
                     f"{self.name}: the list sweep armed on EXT{line} (channels "
                     f"{', '.join(map(str, chans))}, {n} points) did not end: too few trigger "

@@ -31,6 +31,8 @@ _TEXT_RULES: dict[str, Callable[[str], str | None]] = {
     "map:step_next_die": replies.fields(replies.integer, replies.integer),
     "map:die:get_current_index": replies.fields(replies.integer, replies.integer),
     "get_chuck_xy": replies.fields(replies.number, replies.number),
+    "map:get_num_dies": replies.integer,
+    "map:path:get_die": replies.fields(replies.integer, replies.integer),
 }
 
 
@@ -128,6 +130,19 @@ class Prober(LockedInstrumentMixin, Instrument):
     def die(self) -> tuple[int, int]:
         """The die (col, row) under the probes."""
         return self._pair(self.command("map:die:get_current_index"), int)
+
+    def die_count(self) -> int:
+        """How many dies the prober's wafer map holds (selected for test)."""
+        text = self.command("map:get_num_dies selected")
+        try:
+            return int(float(text))
+        except ValueError:
+            raise GarbledReply(self.name, text, "expected an integer") from None
+
+    def wafer_map(self) -> list[tuple[int, int]]:
+        """Every die (col, row) of the prober's map, in its stepping order."""
+        return [self._pair(self.command(f"map:path:get_die {seq}"), int)
+                for seq in range(self.die_count())]
 
     def position_um(self) -> tuple[float, float]:
         """The chuck position (x, y) in um."""

@@ -102,7 +102,8 @@ class WriterProcess:
     def open(self, path: str) -> int:
         with self._send_lock:
             self._next += 1
-            self._write(OPEN, self._next, os.fsencode(path))
+            # Absolute: the writer outlives a command and keeps the cwd it started in.
+            self._write(OPEN, self._next, os.fsencode(os.path.abspath(path)))
             return self._next
 
     def send(self, log: int, payload: bytes, *, ends_group: bool) -> None:

@@ -28,9 +28,11 @@ COMMANDS = [
     (("report",), "labctl.commands.report", "plots of a recorded session"),
     (("view",), "labctl.commands.view", "a local web page following sessions live"),
     (("export",), "labctl.commands.export", "a session's streams as NetCDF or Parquet files"),
+    (("wafer",), "labctl.commands.wafer", "wafer characterisation: scan (and its report)"),
     (("bench",), "labctl.commands.bench", "benchmarks (not part of the test suite)"),
     (("sim", "serve"), "labctl.commands.sim_serve", "serve a simulated bench on loopback"),
     (("sweep",), "labctl.commands.sweep", "grids of runs over seeds and settings; report"),
+    (("paper",), "labctl.commands.paper", "the method paper's figures over seeds, beside ours"),
 ]
 
 

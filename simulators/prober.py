@@ -2,7 +2,9 @@
 
 A state machine over the chuck's z state (contact / separation) and the die under the
 probes; it refuses any xy move while in contact. Dies are ``world.dies`` keys
-(column, row), 1-based; the wafer map is walked row by row. Units: s, um.
+(column, row), 1-based; the wafer map is walked row by row (``map:path:get_die <seq>``,
+seq 0-based in that order, and ``map:get_num_dies`` tell a client the whole map). Units:
+s, um.
 """
 
 from __future__ import annotations
@@ -67,6 +69,18 @@ class SimProber:
             if die is None or die not in world.dies:
                 return ERR_UNKNOWN_DIE, f"unknown die {arg!r}"
             return self._step(die)
+        if command == "map:get_num_dies" and arg.lower() in ("", "present", "selected"):
+            # Every die of the simulated map is present and selected for test.
+            return OK, str(len(world.dies))
+        if command == "map:path:get_die":
+            order = self.die_order
+            try:
+                seq = int(arg)
+            except ValueError:
+                seq = -1
+            if not 0 <= seq < len(order):
+                return ERR_UNKNOWN_DIE, f"no die with sequence number {arg!r}"
+            return OK, _die_text(order[seq])
         if command == "map:step_next_die" and not arg:
             order = self.die_order
             index = order.index(world.die) + 1

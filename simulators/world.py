@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from simulators.cabling import DEFAULT_CABLING, ROWS, Cabling, row_device
-from simulators.mtj import DeviceBank, Variability, sample_pairs, variability_preset
+from simulators.mtj import DeviceBank, Variability, variability_preset
+from simulators.wafer import build_wafer
 
 BUSES = ROWS  # the default switch matrix rows; a bus is a row (StationWorld.rows: its own)
 _CHANNEL = re.compile(r"^1([A-H])(\d\d)$")
@@ -52,7 +53,9 @@ class SimSettings:
 
     seed: seeds every random draw; variability: preset name; n_pairs: MTJ pairs per chip;
     die_grid: (columns, rows) of dies on the wafer; time_scale: 0 runs as fast as possible,
-    1 is real time; line_frequency: mains frequency in Hz (sets the NPLC time).
+    1 is real time; line_frequency: mains frequency in Hz (sets the NPLC time); wafer:
+    "grid" (die_grid, no defects) or "round-N" (a round map with gradients and planted
+    defects, see simulators.wafer).
     """
 
     seed: int = 1
@@ -64,11 +67,37 @@ class SimSettings:
     smu_noise_v: float | None = None
     drift_a_per_sqrt_s: float | None = None
     adc_noise_v: float | None = None
+    wafer: str = "grid"
+    #: Device temperature (K; None: the preset's, 300 K).
+    temperature_k: float | None = None
+    #: Where measured devices come from (a CSV path, iv sessions), for the record.
+    devices: str | None = None
+    #: Measured I-V points (pair 1-based, "A"|"B", current A, voltage V), one tuple per
+    #: point: every die then holds these devices (simulators.measured_devices).
+    device_table: tuple[tuple[int, str, float, float], ...] | None = None
+
+    def measured_devices(self):
+        """The :class:`~simulators.measured_devices.MeasuredDevices` of ``device_table``,
+        or None."""
+        if not self.device_table:
+            return None
+        from simulators.measured_devices import MeasuredDevices
+
+        points: dict[tuple[int, str], tuple[list[float], list[float]]] = {}
+        for pair, dev, current, volts in self.device_table:
+            i, v = points.setdefault((int(pair), str(dev)), ([], []))
+            i.append(float(current))
+            v.append(float(volts))
+        return MeasuredDevices.from_arrays(
+            {k: (np.array(i), np.array(v)) for k, (i, v) in points.items()},
+            self.devices or "[simulation] devices")
 
     def variability_model(self) -> Variability:
         v = variability_preset(self.variability)
         from dataclasses import replace
 
+        if self.temperature_k is not None:
+            v = replace(v, temperature_k=float(self.temperature_k))
         return replace(
             v,
             smu_noise_v=v.smu_noise_v if self.smu_noise_v is None else self.smu_noise_v,
@@ -225,14 +254,25 @@ class StationWorld:
         self.rng = np.random.default_rng(self.settings.seed)
         self._drift_rng = np.random.default_rng([self.settings.seed, 2])
         self._drift_t = 0.0
-        cols, rows = self.settings.die_grid
-        die_rng = np.random.default_rng([self.settings.seed, 1])
-        self.dies: dict[tuple[int, int], DeviceBank] = {
-            (c, r): DeviceBank(sample_pairs(self.settings.n_pairs, self.variability, die_rng))
-            for r in range(1, rows + 1)
-            for c in range(1, cols + 1)
-        }
-        self.die: tuple[int, int] = (1, 1)
+        # Telegraph noise and relaxation: their own stream, so that turning them on does
+        # not change any other draw.
+        self._dynamics_rng = np.random.default_rng([self.settings.seed, 3])
+        wafer = build_wafer(self.settings.wafer, self.settings.die_grid,
+                            self.settings.n_pairs, self.variability, self.settings.seed)
+        self.dies: dict[tuple[int, int], DeviceBank] = wafer.banks
+        measured = self.settings.measured_devices()
+        if measured is not None:  # measured curves replace the drawn devices on every die
+            from simulators.measured_devices import MeasuredBank
+
+            self.dies = {die: MeasuredBank(measured) for die in self.dies}
+        #: Devices with no contact, per die: never connected to a bus (see connected()).
+        self.opens = wafer.opens
+        #: What the wafer planted: (die, pair index, device index) -> kind (the oracle's).
+        self.planted = wafer.defects
+        # The prober starts over the first die of its map (1,1 on a grid).
+        self.die: tuple[int, int] = min(self.dies, key=lambda die: (die[1], die[0]))
+        self._dynamic_devices = self.variability.relax_fraction > 0 or any(
+            bank.dynamic for bank in self.dies.values())
         self.in_contact = False
         self.closed: set[str] = set()
         self._connections: dict[str, list[tuple[int, int]]] | None = None  # see connected()
@@ -284,6 +324,9 @@ class StationWorld:
                     b, pair, dev = self.channel_target(name)
                     by_bus.setdefault(b, []).append((pair, dev))
             self._connections = by_bus
+        opens = self.opens.get(self.die)
+        if opens:  # a device without contact carries nothing, as if not connected
+            return [d for d in self._connections.get(bus, ()) if d not in opens]
         return list(self._connections.get(bus, ()))
 
     # -- switch and prober -----------------------------------------------------------
@@ -366,18 +409,26 @@ class StationWorld:
         return None
 
     def _drift(self) -> None:
-        """Random walk of every device's I_off over the instrument time elapsed (A/sqrt(s))."""
+        """Random walk of every device's I_off over the instrument time elapsed (A/sqrt(s)),
+        and the devices' own dynamics over it (telegraph fluctuators, relaxation of the
+        non-volatile shift: DeviceBank.advance), each from its own seeded stream."""
         sigma = self.variability.drift_a_per_sqrt_s
         now = self.clock.now()
         dt, self._drift_t = now - self._drift_t, now
-        if sigma <= 0 or dt <= 0:
+        if dt <= 0:
             return
-        for bank in self.dies.values():
-            bank.tune(
-                slice(None),
-                bank.tuning_shift + self._drift_rng.normal(0.0, sigma * np.sqrt(dt), bank.shape),
-                bank.tuning_scale,
-            )
+        if sigma > 0:
+            for bank in self.dies.values():
+                bank.tune(
+                    slice(None),
+                    bank.tuning_shift
+                    + self._drift_rng.normal(0.0, sigma * np.sqrt(dt), bank.shape),
+                    bank.tuning_scale,
+                )
+        if self._dynamic_devices:
+            v = self.variability
+            for bank in self.dies.values():
+                bank.advance(dt, self._dynamics_rng, v.relax_fraction, v.relax_tau_s)
 
     def release(self, bus: str) -> None:
         """Turn the source on ``bus`` off: the bus sits at 0 V and carries no current."""

@@ -157,7 +157,8 @@ def test_pairs_have_distinct_devices():
         ({"nplc": -1.0}, "nplc"),
         ({"adc_integration_s": 0.0}, "adc_integration_s"),
         ({"variability": "wild"}, "unknown variability"),
-        ({"variability": Variability("drifty", drift_a_per_sqrt_s=1e-9)}, "drift"),
+        # Drift is simulated now (tests/test_device_shapes.py); a bad temperature is refused.
+        ({"temperature_k": 1000.0}, "temperature"),
     ],
 )
 def test_model_neurons_validation(kwargs, match):

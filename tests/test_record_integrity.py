@@ -123,11 +123,14 @@ def test_every_array_datum_carries_the_sha256_of_its_file(recorded):
     docs = validate_event_model(session)
     resources = {doc["uid"]: doc for name, doc in docs if name == "resource"}
     datums = [doc for name, doc in docs if name == "datum"]
-    # one NPY_SEQ resource per array key (weights, measurements, final weights)
+    # one NPY_SEQ resource per array key (weights, measurements, final weights, the tanh
+    # baseline's curves)
     assert sorted(r["resource_path"] for r in resources.values()) == [
-        "arrays/epoch-measurements", "arrays/epoch-weights", "arrays/fold-final_weights"]
+        "arrays/epoch-measurements", "arrays/epoch-weights", "arrays/fold-final_weights",
+        "arrays/fold-tanh_history"]
     assert {r["spec"] for r in resources.values()} == {"NPY_SEQ"}
-    assert len(datums) == 2 * 2 * 2 + 2  # weights + measurements per epoch, fold weights
+    # weights + measurements per epoch, fold weights and tanh curves per fold
+    assert len(datums) == 2 * 2 * 2 + 2 * 2
     for datum in datums:
         kwargs = datum["datum_kwargs"]
         path = f"{resources[datum['resource']]['resource_path']}_{kwargs['index']}.npy"

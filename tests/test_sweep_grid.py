@@ -34,7 +34,8 @@ def _grid_file(tmp_path: Path, text: str) -> str:
 @pytest.mark.parametrize(("argv", "named"), [
     (["train", "iris", "--seed", "0:2", "--bogus", "1,2"], "has no option '--bogus'"),
     (["train", "iris", "--seed", "0:2", "--variability", "nominal,huge"],
-     "--variability: invalid value 'huge' (choose from ideal, nominal, pronounced)"),
+     "--variability: invalid value 'huge' (choose from ideal, nominal, pronounced, "
+     "hysteretic, multidomain, telegraph, realistic)"),
     (["train", "iris", "--seed", "0:2", "--di", "1e-6,big"], "--di: invalid value 'big'"),
     (["train", "iris", "--seed", "0:2", "--json"], "--json is set by the sweep"),
     (["train", "iris", "--seed", "0:2", "--resume", "x"], "--resume is set by the sweep"),

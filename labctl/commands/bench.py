@@ -22,6 +22,8 @@ Sections (``--only`` picks some; ``mnist`` runs only when asked for, it takes mi
   (bench/wirelog.py).
 - ``sweep``: a 2 x 4 grid of short Iris runs (`labctl sweep`): local executor with 2
   workers against 1, side by side, and a Dask LocalCluster's overhead per cell.
+- ``wafer``: a wafer scan's wall time per die against the simulator's instrument time at
+  NPLC 1, time scale 1 (2 pairs, 3 dies of the round wafer; bench/wafer.py).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 SECTIONS = ("smu", "smu-models", "parallel-pairs", "transport", "protocol",
-            "train", "replay", "mnist", "storm", "sweep", "wirelog")
+            "train", "replay", "mnist", "storm", "sweep", "wirelog", "wafer")
 DEFAULT = ("smu", "transport", "protocol", "train", "replay")
 
 
@@ -186,6 +188,13 @@ def run(args: argparse.Namespace) -> int:
         from labctl.bench.sweep import run as sweep
 
         results["sweep"] = sweep()
+    if "wafer" in sections:
+        from labctl.bench.wafer import run as wafer
+        from labctl.bench.wafer import table as wafer_table
+
+        results["wafer"] = wafer()
+        if not args.json:
+            print(wafer_table(results["wafer"]))
     if args.json:
         print(json.dumps(results, indent=2, default=float))
     else:

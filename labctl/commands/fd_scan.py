@@ -20,11 +20,13 @@ from labctl.commands.lifecycle import (
     record_differential_checks,
     station_config,
 )
+from labctl.progress import Progress, add_progress_argument, counted, planned_points, wanted
 from labctl.records.session import data_key
 from protocols.engine import Engine
 from protocols.finite_difference import calibrate, fd_batch, iv_sweep, optimal_step
 from protocols.intents import require_valid
-from protocols.preflight import check_pairs, refuse_failed
+from protocols.preflight import differential_check, refuse_failed
+from protocols.safety import SafetyEnvelope
 
 DEFAULT_STEPS = "0.1e-6,0.25e-6,0.5e-6,1e-6,2e-6,5e-6,10e-6"
 
@@ -38,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fine-points", type=int, default=401, help="points of the fine I-V sweep")
     parser.add_argument("--nplc", type=float, default=1.0,
                         help="SMU integration time (power-line cycles)")
+    add_progress_argument(parser)
     add_station_arguments(parser)
 
 
@@ -54,6 +57,20 @@ def local_slope(x: np.ndarray, y: np.ndarray, half_width: int = 4) -> tuple[np.n
 
 def median_rel_error(estimate: np.ndarray, reference: np.ndarray) -> float:
     return float(np.median(np.abs(estimate / reference - 1)))
+
+
+def _planned(envelope: SafetyEnvelope, wiring, steps: list[float], fine_i: np.ndarray,
+             test_i: np.ndarray, i_max: float) -> int:
+    """Source points of the whole scan (the plans below, in the order :func:`run` runs
+    them), so that one bar with an ETA covers it."""
+    z, pair = test_i[:, None], wiring.pair
+    plans = [differential_check(wiring, min(steps)), iv_sweep(pair, fine_i),
+             calibrate([pair], i_max), fd_batch(np.full((16, 1), 0.0), [pair], steps[0],
+                                                "forward")]
+    for di in steps:
+        plans += [fd_batch(z, [pair], di, "forward"), fd_batch(z, [pair], di, "forward"),
+                  fd_batch(z, [pair], di, "swap")]
+    return planned_points(envelope, plans)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -76,19 +93,27 @@ def run(args: argparse.Namespace) -> int:
         "nplc": args.nplc,
     }
     rows = []
+    wiring = station_cfg.pair(args.pair)
+    fine_i = np.linspace(-i_max, i_max, args.fine_points)
+    span = max(steps)
+    test_i = np.linspace(-0.8 * i_max, 0.8 * i_max - span, args.points)
+    total = _planned(SafetyEnvelope(station_cfg.wiring), wiring, steps, fine_i, test_i, i_max)
     with instrument_session(args, "fd-scan", config, seeds={}, station_cfg=station_cfg,
-                            dimension="di_a") as run_:
+                            dimension="di_a") as run_, Progress(
+            total, f"fd-scan pair {args.pair}", unit="point", enabled=wanted(args)) as bar:
         station, writer = run_.station, run_.writer
         engine = Engine(station, nplc=args.nplc)
-        checks = check_pairs(engine, [station_cfg.pair(args.pair)], min(steps))
+
+        def run_plan(plan):
+            return engine.run(counted(plan, engine.envelope, bar))
+
+        checks = [run_plan(differential_check(wiring, min(steps)))]
         record_differential_checks(writer, checks)
         refuse_failed(checks)
-        fine_i = np.linspace(-i_max, i_max, args.fine_points)
-        fine = engine.run(iv_sweep(args.pair, fine_i))
-        wiring = station_cfg.pair(args.pair)
+        fine = run_plan(iv_sweep(args.pair, fine_i))
         require_valid(fine.valid, wiring, "the fine I-V sweep")
         slope, curvature = local_slope(fine_i, fine.v_a)
-        cal = engine.run(calibrate([args.pair], i_max))
+        cal = run_plan(calibrate([args.pair], i_max))
         # The dI = 0 offset is kept with the session: a later forward-mode run can use it.
         grid = (len(cal.grid[args.pair]),)
         cal_stream = writer.stream("calibration", {
@@ -100,14 +125,12 @@ def run(args: argparse.Namespace) -> int:
             cal_stream,
             {"pair": args.pair, "grid_a": cal.grid[args.pair], "offset_v": cal.offset[args.pair]},
         )
-        span = max(steps)
-        test_i = np.linspace(-0.8 * i_max, 0.8 * i_max - span, args.points)
         ref = np.interp(test_i, fine_i, slope)
         analytic = None
         if station.oracle is not None:
             analytic = station.oracle.dvdi([args.pair], test_i)
         # Read noise of one differential reading, from repeats at one current.
-        repeat = engine.run(fd_batch(np.full((16, 1), 0.0), [args.pair], steps[0], "forward"))
+        repeat = run_plan(fd_batch(np.full((16, 1), 0.0), [args.pair], steps[0], "forward"))
         noise_v = float(np.std(repeat.dvdi[:, 0]) * steps[0])
         v2 = float(np.median(np.abs(np.interp(test_i, fine_i, curvature))))
         theory = optimal_step(max(noise_v, 1e-12), max(v2, 1e-3))
@@ -116,12 +139,12 @@ def run(args: argparse.Namespace) -> int:
             for k, u in (("di_a", "A"), ("forward_raw", ""), ("forward_cal", ""), ("swap", ""),
                          ("swap_vs_model", ""), ("forward_bias", ""))
         })
-        scatter = {}
         for di in steps:
             z = test_i[:, None]
-            fwd = engine.run(fd_batch(z, [args.pair], di, "forward"))
-            fwdc = engine.run(fd_batch(z, [args.pair], di, "forward", calibration=cal))
-            swp = engine.run(fd_batch(z, [args.pair], di, "swap"))
+            bar.set_description(f"fd-scan pair {args.pair}, dI {di:.3g} A")
+            fwd = run_plan(fd_batch(z, [args.pair], di, "forward"))
+            fwdc = run_plan(fd_batch(z, [args.pair], di, "forward", calibration=cal))
+            swp = run_plan(fd_batch(z, [args.pair], di, "swap"))
             for mode, r in (("forward", fwd), ("forward calibrated", fwdc), ("swap", swp)):
                 require_valid(r.valid, wiring, f"{mode} at dI = {di:g} A")
             row = {
@@ -138,14 +161,8 @@ def run(args: argparse.Namespace) -> int:
             }
             rows.append(row)
             writer.event(stream, row)
-            scatter[f"swap dI={di:.2g} A"] = swp.dvdi[:, 0]
+        bar.close()
         best = min(rows, key=lambda r: r["swap"])
-        plots.derivative_scatter(
-            writer.path / "fd_scan.png",
-            analytic if analytic is not None else ref,
-            scatter,
-            f"pair {args.pair}: measured vs reference dV/dI",
-        )
         run_.summary.update(
             pair=args.pair,
             recommended_di_a=best["di_a"],
@@ -154,6 +171,7 @@ def run(args: argparse.Namespace) -> int:
         )
         run_.headline = (f"pair {args.pair}: recommended dI {best['di_a']:.3g} A "
                          f"(swap error {best['swap']:.2%}; theory {theory:.3g} A)")
+    plots.session_plots(writer.path, writer.path)  # fd_scan.png, as `labctl report` draws it
     print(f"pair {args.pair}: derivative error (median |rel|) against the fine-sweep reference")
     print(
         f"{'dI (A)':>10} {'fwd raw':>9} {'fwd bias':>9} {'fwd cal':>9} {'swap':>9}"

@@ -16,6 +16,7 @@ from labctl.commands.lifecycle import (
     station_config,
 )
 from labctl.commands.units import quantity
+from labctl.progress import Progress, add_progress_argument, counted, planned_points, wanted
 from labctl.records.session import data_key
 from protocols.engine import Engine
 from protocols.finite_difference import iv_sweep
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, help="directory for iv.csv and iv.png (default: the session directory)"
     )
+    add_progress_argument(parser)
     add_station_arguments(parser)
 
 
@@ -63,7 +65,10 @@ def run(args: argparse.Namespace) -> int:
         i_max = args.i_max if args.i_max is not None else limits.max_current_a
         currents = np.linspace(-i_max, i_max, args.points)
         engine = Engine(station, mode=args.mode, nplc=args.nplc)
-        result = engine.run(iv_sweep(args.pair, currents))
+        env = engine.envelope
+        with Progress(planned_points(env, [iv_sweep(args.pair, currents)]),
+                      f"iv pair {args.pair}", unit="point", enabled=wanted(args)) as bar:
+            result = engine.run(counted(iv_sweep(args.pair, currents), env, bar))
         pair = station.wiring.pair(args.pair)
         stream = writer.stream("iv", primary=True, data_keys={
             "current_a": data_key(str(pair.a.smu), units="A"),
@@ -95,12 +100,6 @@ def run(args: argparse.Namespace) -> int:
                            result.overrange, strict=True):
                 w.writerow([f"{row[0]:.6e}", f"{row[1]:.9e}", f"{row[2]:.9e}", f"{row[3]:.9e}",
                             int(row[4]), int(row[5])])
-        plots.iv_curves(
-            png_path,
-            currents,
-            {"device A": result.v_a, "device B": result.v_b},
-            f"pair {args.pair}: I-V ({station.config.name})",
-        )
         n_comp, n_over = int(np.sum(result.compliance)), int(np.sum(result.overrange))
         suspects = suspect_devices(pair, currents, result, station.wiring.ratings)
         run.summary.update(pair=args.pair, points=len(currents), compliance_hits=n_comp,
@@ -111,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
         if n_over or suspects:
             run.problem = "; ".join(
                 ([f"{n_over} ADC overrange(s)"] if n_over else []) + suspects)
+    plots.session_plots(writer.path, out)  # from the record, as `labctl report` draws it
     print(
         f"pair {args.pair}: {len(currents)} points in [{-i_max:.3g}, {i_max:.3g}] A, "
         f"{n_comp} compliance hits, {n_over} ADC overranges"

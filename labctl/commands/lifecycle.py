@@ -22,6 +22,7 @@ from labctl.commands.session_args import add_sessions_dir_argument
 from labctl.commands.signals import shielded, signals_as_interrupt
 from labctl.records.session import Session, SessionWriter, data_key, exit_status
 from labctl.station.file import (
+    PRESETS,
     StationConfig,
     StationFileError,
     load_station,
@@ -44,7 +45,7 @@ def add_station_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--seed", type=int, help="simulated station: seed (overrides the file)")
     g.add_argument(
         "--variability",
-        choices=["ideal", "nominal", "pronounced"],
+        choices=list(PRESETS),  # simulators.mtj.PRESETS, as the station file checks
         help="simulated station: device variability preset",
     )
     g.add_argument(

@@ -16,6 +16,8 @@ import numpy as np
 
 from labctl import plots
 from labctl.commands.session_args import session_argument
+from labctl.plots.session import network_label
+from labctl.plots.training import TrainingRun
 from labctl.records.session import RecordError, Session, contained_path, find_session
 from labctl.training.iris import summarise, train_folds
 from labctl.training.iris_record import METRICS, NullSink, RecordedRun, ReplaySource, flatten
@@ -106,12 +108,12 @@ def run(args: argparse.Namespace) -> int:
             contained_path(args.session, "replay", f"{args.session}: replay directory")
         out = args.out or args.session / "replay"
         out.mkdir(parents=True, exist_ok=True)
-        plots.training_curves(
-            out / "training.png",
-            {f"fold {r.fold + 1}": r.history for r in results[:1]}
-            | {"tanh fold 1": results[0].tanh_history},
-            f"replay of {args.session.name}",
-        )
+        # The session's plots, its training curves the replay's own: equal to the
+        # record's when the replay is faithful, so the PNG is the command's and report's.
+        replayed = TrainingRun(
+            network_label(RecordedRun(session).settings), [r.history for r in results],
+            [r.tanh_history for r in results], [r.tanh_val_acc for r in results])
+        plots.session_plots(args.session, out, training=replayed)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from labctl.commands.units import quantity
+from labctl.progress import Progress, add_progress_argument, wanted
 from labctl.training.mlp import MLP, HiddenLayer, History, TrainConfig, Trainer, evaluate, softmax
 from labctl.training.mnist_data import DEFAULT_DATA_DIR, flatten, load_mnist
 from labctl.training.neurons import GRAD_MODES, ModelNeurons, MTJActivation, TanhActivation
@@ -118,7 +119,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--json", action="store_true", help="machine-readable summary on stdout")
     out.add_argument("--out", type=Path, default=None, metavar="DIR",
                      help="write results.md and PNG learning curves to DIR")
-    out.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(out)
     out.add_argument("--sessions-dir", type=Path, default=None, metavar="DIR",
                      help="record the run as a session there (as `labctl sweep` does; "
                           "default: no session)")
@@ -222,35 +223,35 @@ def train_config(args: argparse.Namespace, epochs: int | None = None) -> TrainCo
     )
 
 
-def _progress(args: argparse.Namespace) -> bool:
-    return not args.no_progress and sys.stderr.isatty()
+def work_batches(args: argparse.Namespace, n_train: int) -> int:
+    """Training batches of the whole run (the progress bar's total): epochs x batches of
+    every network trained (the teacher with --distill, tanh, MTJ, the distilled MTJ)."""
+    per_epoch = -(-n_train // (args.batch_size or n_train))
+    epochs = args.epochs * (3 if args.distill else 2)
+    if args.distill:
+        epochs += args.teacher_epochs or args.epochs
+    return epochs * per_epoch
 
 
-def run_interleaved(trainers: dict[str, Trainer], progress: bool) -> None:
+def run_interleaved(trainers: dict[str, Trainer], bar: Progress | None = None) -> None:
     """Run one epoch of each unfinished trainer in turn until all are done.
 
-    With ``progress`` a tqdm bar shows on stderr; without, one line per epoch goes there.
+    ``bar`` (counting the trainers' batches) names the network and epoch running now; a
+    network that stops early counts its remaining epochs as done.
     """
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        total = sum(t.config.epochs for t in trainers.values())
-        bar = tqdm(total=total, desc="epochs", file=sys.stderr, unit="epoch")
     while not all(t.done for t in trainers.values()):
         for name, trainer in trainers.items():
             if trainer.done:
                 continue
+            if bar is not None:
+                bar.set_description(f"{name} epoch {trainer.epoch + 1}/{trainer.config.epochs}")
             row = trainer.run_epoch()
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix_str(f"{name}: val {row['val_acc']:.4f}")
-            else:
-                print(f"{name} epoch {row['epoch'] + 1}/{trainer.config.epochs}: train loss "
-                      f"{row['train_loss']:.4f}, val acc {row['val_acc']:.4f}, "
-                      f"{row['epoch_time_s']:.1f} s", file=sys.stderr, flush=True)
-    if bar is not None:
-        bar.close()
+                bar.set_postfix(f"{name}: train loss {row['train_loss']:.4f}, val acc "
+                                f"{row['val_acc']:.4f}, {row['epoch_time_s']:.1f} s/epoch")
+                if trainer.done:
+                    bar.update((trainer.config.epochs - trainer.epoch)
+                               * trainer.batches_per_epoch())
     for trainer in trainers.values():
         trainer.finish()
 
@@ -320,12 +321,14 @@ def _run(args: argparse.Namespace, out: dict | None = None) -> int:
     except FileNotFoundError as exc:
         print(f"simulate mnist: {exc}", file=sys.stderr)
         return 2
-    progress = _progress(args)
+    bar = Progress(work_batches(args, len(data["y_train"])), "simulate mnist", unit="batch",
+                   enabled=wanted(args))
+    progress = bar if bar.enabled else None
     x_train, y_train = data["x_train"], data["y_train"]
     val = {"x_val": data["x_val"], "y_val": data["y_val"]}
 
     def say(*text: str) -> None:
-        print(*text, file=sys.stderr, flush=True)
+        bar.write(" ".join(text))  # on stderr, not tearing the bar
 
     say(f"MNIST: {len(y_train)} train, {len(data['y_val'])} validation, "
         f"{len(data['y_test'])} test images")
@@ -367,6 +370,7 @@ def _run(args: argparse.Namespace, out: dict | None = None) -> int:
     say(f"networks: 784-{'-'.join(map(str, args.widths))}-10, {tanh.n_params} parameters; "
         f"MTJ: {args.grad}, dI {args.di:g} A, {args.variability} variability")
     run_interleaved(trainers, progress)
+    bar.close()
     for name, (model, kind) in models.items():
         results[name] = summarise_model(name, model, trainers[name].history, args.widths, kind,
                                         data["x_test"], data["y_test"])

@@ -15,10 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
-
-import numpy as np
 
 from labctl import plots
 from labctl.commands.lifecycle import (
@@ -29,6 +26,7 @@ from labctl.commands.lifecycle import (
     station_config,
 )
 from labctl.commands.units import quantity
+from labctl.progress import Progress, add_progress_argument, wanted
 from labctl.records.session import Session, find_session
 from labctl.training.derivative_sources import (
     CONTROL_MODES,
@@ -41,8 +39,11 @@ from labctl.training.iris_record import RecordedRun, RecordSink, ReplaySource
 from labctl.training.neurons import ACTIVATIONS, ModelNeurons
 from labctl.training.station_neurons import StationNeurons
 from labctl.training.tasks import TASKS
+from labctl.wafer.measured_model import initial_weights, layer_params
+from labctl.wafer.selection import add_pair_arguments, resolve_training
 from protocols.engine import Engine
 from protocols.preflight import check_pairs, refuse_failed
+from simulators.measured_devices import MeasuredDevices
 
 DEFAULTS = IrisSettings()
 
@@ -119,7 +120,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nplc", type=float, default=DEFAULTS.nplc,
                         help="SMU integration time (power-line cycles)")
     parser.add_argument("--json", action="store_true", help="print a JSON summary only")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_progress_argument(parser)
     parser.add_argument(
         "--resume",
         metavar="SESSION",
@@ -133,6 +134,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --resume: continue although the station file's wiring or limits changed "
         "since the session was recorded, using the new ones",
     )
+    add_pair_arguments(parser)
     add_station_arguments(parser)
     parser.set_defaults(variability=None)
 
@@ -181,7 +183,10 @@ class LiveSource:
     """Hidden layers on the station (pairs 1.. in order) or in the device model; a control
     derivative source wraps each in :class:`ControlledNeurons`."""
 
-    def __init__(self, settings: IrisSettings, engine: Engine | None = None):
+    def __init__(self, settings: IrisSettings, engine: Engine | None = None,
+                 measured: MeasuredDevices | None = None):
+        """``measured``: the station file's measured devices (``[simulation] devices`` or
+        ``iv_sessions``), which the model backend then runs on, layer after layer."""
         s = settings
         self.engine = engine
         mode = measured_mode(s.grad)
@@ -189,7 +194,7 @@ class LiveSource:
             self.devices: list = [
                 StationNeurons(
                     engine,
-                    list(range(1 + i * s.hidden, 1 + (i + 1) * s.hidden)),
+                    _layer_pairs(s, i),
                     di=s.di,
                     grad=mode,
                 )
@@ -204,6 +209,9 @@ class LiveSource:
                     di=s.di,
                     grad=mode,
                     nplc=s.nplc,
+                    params=layer_params(s, i),  # --devices-from: the fitted devices
+                    measured=measured,
+                    first_pair=i * s.hidden,
                 )
                 for i in range(s.layers)
             ]
@@ -237,17 +245,8 @@ class LiveSource:
         return out
 
 
-def _progress(args, settings: IrisSettings):
-    if args.no_progress or args.json or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    return lambda desc: tqdm(
-        total=settings.epochs, desc=desc, unit="epoch", file=sys.stderr, leave=False
-    )
-
-
-def _train_one(args, grad: str, out: dict) -> dict:
+def _train_one(args, grad: str, out: dict, bar: Progress | None = None,
+               label: str = "") -> dict:
     """One cross-validated run (a session); returns its summary."""
     config = station_config(args)
     # Real devices have no preset: record none rather than a default that would read as theirs.
@@ -256,6 +255,7 @@ def _train_one(args, grad: str, out: dict) -> dict:
         else "nominal" if args.backend == "model" else None
     )
     settings = settings_from(args, grad, variability, operating_point(args, config.wiring))
+    settings, pair_choice = resolve_training(args, config, settings)  # --pairs, --devices-from
     limit = config.wiring.max_current_a()
     settings.validate(limit, len(config.pairs) if settings.backend == "station" else None)
     seeds = {
@@ -264,6 +264,8 @@ def _train_one(args, grad: str, out: dict) -> dict:
         "station": config.simulation.seed if config.simulation else None,
     }
     cfg = {"command": "train iris", "settings": settings.as_dict(), "max_current_a": limit}
+    if pair_choice is not None:
+        cfg["pair_selection"] = pair_choice
     on_station = settings.backend == "station"
     with instrument_session(
         args, "train iris", cfg, seeds, need_station=on_station, station_cfg=config,
@@ -272,20 +274,36 @@ def _train_one(args, grad: str, out: dict) -> dict:
         engine = Engine(run.station, nplc=settings.nplc) if on_station else None
         if engine is not None:
             _preflight(engine, config.wiring, settings, run.writer)
-        source = LiveSource(settings, engine)
+        source = LiveSource(settings, engine, _measured(config, settings))
         sink = RecordSink(run.writer)
-        results = train_folds(settings, limit, source, sink, progress=_progress(args, settings))
+        results = train_folds(settings, limit, source, sink, progress=bar, label=label or grad,
+                              initial_weights=initial_weights(settings))
         summary = summarise(results) | {"grad": grad, "session": run.writer.path.name}
         run.summary.update({k: v for k, v in summary.items() if k != "session"})
         run.headline = iris_headline(summary, settings)
-        _plots(run.writer.path, results, source, settings, run.station)
+    plots.session_plots(run.writer.path, run.writer.path)  # as `labctl report` draws them
     out[grad] = summary
     return summary
 
 
+def _measured(config, settings: IrisSettings) -> MeasuredDevices | None:
+    """The measured devices the model backend runs on: the station file's, if it has any."""
+    if settings.backend != "model" or config.simulation is None:
+        return None
+    return config.simulation.measured_devices()
+
+
+def _layer_pairs(settings: IrisSettings, layer: int) -> list[int]:
+    """Station pairs of hidden ``layer`` (0-based): --pairs' choice, else the next 1..N."""
+    h = settings.hidden
+    if settings.pairs is not None:
+        return list(settings.pairs[layer * h: (layer + 1) * h])
+    return list(range(1 + layer * h, 1 + (layer + 1) * h))
+
+
 def _preflight(engine: Engine, wiring, settings: IrisSettings, writer) -> None:
     """Refuse to train on pairs whose ADC does not read V_B - V_A (recorded either way)."""
-    pairs = [wiring.pair(k) for k in range(1, 1 + settings.layers * settings.hidden)]
+    pairs = [wiring.pair(k) for i in range(settings.layers) for k in _layer_pairs(settings, i)]
     checks = check_pairs(engine, pairs, settings.di)
     record_differential_checks(writer, checks)
     refuse_failed(checks)
@@ -293,34 +311,6 @@ def _preflight(engine: Engine, wiring, settings: IrisSettings, writer) -> None:
 
 def _task_title(settings: IrisSettings) -> str:
     return "Iris" if settings.task == "iris" else settings.task
-
-
-def _plots(path: Path, results, source: LiveSource, settings: IrisSettings, station) -> None:
-    kind = "MTJ" if settings.activation == "mtj" else settings.activation
-    plots.training_curves(
-        path / "training.png",
-        {f"fold {r.fold + 1}": r.history for r in results[:1]}
-        | {"tanh fold 1": results[0].tanh_history},
-        f"{_task_title(settings)}, {settings.layers} x {settings.hidden} {kind}, "
-        f"{settings.grad}",
-    )
-    if settings.activation != "mtj":
-        return  # no neuron was used
-    layer = source.layers(0)[0]
-    limit = station.wiring.max_current_a() if station is not None else 100e-6
-    top = min(0.9 * limit, limit - settings.di)
-    currents = np.linspace(-0.5 * limit, top, 57)[:, None] * np.ones((1, layer.n))
-    measured = layer.measure(currents).dvdi
-    exact = source.exact_derivatives(0)
-    if exact is None:
-        return
-    analytic = exact[0](currents)
-    plots.derivative_scatter(
-        path / "derivative.png",
-        analytic.ravel(),
-        {settings.grad: measured.ravel()},
-        "hidden layer 1: measured vs analytic dV/dI",
-    )
 
 
 def _resume(args) -> int:
@@ -350,18 +340,22 @@ def _resume(args) -> int:
         engine = Engine(run.station, nplc=settings.nplc) if on_station else None
         if engine is not None:
             _preflight(engine, config.wiring, settings, run.writer)
-        live = LiveSource(settings, engine)
+        live = LiveSource(settings, engine, _measured(config, settings))
         source = ReplaySource(recorded, live=live)
         sink = RecordSink(run.writer, recorded=set(recorded.epochs))
         done = sorted(recorded.folds)
         todo = [f for f in range(settings.folds) if f not in recorded.folds]
         results = [recorded.fold_result(f) for f in done]
-        results += train_folds(settings, recorded.max_current_a, source, sink, folds=todo,
-                               progress=_progress(args, settings), live_max_current_a=limit,
-                               recorded=set(recorded.epochs))
+        with Progress(len(todo) * settings.epochs, f"train iris {settings.grad}",
+                      unit="epoch", enabled=wanted(args)) as bar:
+            results += train_folds(settings, recorded.max_current_a, source, sink, folds=todo,
+                                   progress=bar, label=settings.grad, live_max_current_a=limit,
+                                   recorded=set(recorded.epochs),
+                                   initial_weights=initial_weights(settings))
         summary = summarise(sorted(results, key=lambda r: r.fold)) | {"grad": settings.grad}
         run.summary.update(summary)
         run.headline = iris_headline(summary, settings)
+    plots.session_plots(args.resume, args.resume)  # the whole session, both segments
     _print_summary(args, {settings.grad: summary | {"session": args.resume.name}})
     return 0
 
@@ -404,7 +398,16 @@ def run(args: argparse.Namespace) -> int:
             f"--grad must be among {', '.join(DERIVATIVE_SOURCES)}, got {args.grad!r}"
         )
     summaries: dict[str, dict] = {}
-    for grad in grads:
-        _train_one(args, grad, summaries)
+    # One bar over every epoch of every fold of every grad compared (the tanh baselines
+    # train in software in a fraction of that time and are not counted).
+    with Progress(args.folds * args.epochs * len(grads), f"train iris {grads[0]}",
+                  unit="epoch", enabled=wanted(args)) as bar:
+        for k, grad in enumerate(grads):
+            label = grad if len(grads) == 1 else f"{grad} (grad {k + 1}/{len(grads)})"
+            _train_one(args, grad, summaries, bar, label)
+    if len(grads) > 1:  # each session of the comparison shows all of them
+        dirs = [Path(args.sessions_dir) / s["session"] for s in summaries.values()]
+        for d in dirs:
+            plots.comparison_plot(dirs, d / "training-comparison.png")
     _print_summary(args, summaries)
     return 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import math
 
+from labctl import plots
 from labctl.commands.lifecycle import (
     add_station_arguments,
     instrument_session,
@@ -25,10 +26,12 @@ from labctl.commands.lifecycle import (
     station_config,
 )
 from labctl.commands.units import quantity
+from labctl.progress import Progress, add_progress_argument, counted, planned_points, wanted
 from labctl.records.session import data_key
 from protocols.engine import Engine
 from protocols.intents import DEVICES, Checkpoint
-from protocols.tuning import IoffEstimate, tune_pair, verify_i_off
+from protocols.safety import SafetyEnvelope
+from protocols.tuning import IoffEstimate, estimate_i_off, tune_pair, verify_i_off
 
 TUNING_KEYS = (
     ("pair", "integer", ""),
@@ -76,6 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mode", choices=["auto", "list", "host"], default="auto",
                         help="list sweeps on the trigger cabling, point by point from the host, "
                              "or whichever the station can")
+    add_progress_argument(parser)
     add_station_arguments(parser)
 
 
@@ -91,6 +95,20 @@ def _verdict(estimate: IoffEstimate, target: float, tolerance: float) -> str:
         f"device {d} {estimate.problems[d] or _ua(estimate.i_off[d] - target) + ' off'}"
         for d in off
     )
+
+
+def work_bound(envelope: SafetyEnvelope, args: argparse.Namespace, i_max: float
+               ) -> tuple[int, int]:
+    """(source points of the tuning at most, of the verification sweep).
+
+    The tuning measures once, then per iteration pulses (one point each) and measures
+    again; every iteration spends at least one pulse of the budget, so at most
+    ``max_pulses`` iterations: the bar's ETA is an upper bound until the tuning ends."""
+    measure = planned_points(envelope, [estimate_i_off(args.pair, i_max=i_max,
+                                                       points=args.points)])
+    verify = planned_points(envelope, [verify_i_off(args.pair, i_max=i_max,
+                                                    points=args.verify_points)])
+    return measure * (1 + args.max_pulses) + args.max_pulses, verify
 
 
 def run(args: argparse.Namespace) -> int:
@@ -112,8 +130,12 @@ def run(args: argparse.Namespace) -> int:
         "nplc": args.nplc,
         "mode": args.mode,
     }
+    tuning_bound, verify_points = work_bound(SafetyEnvelope(station_cfg.wiring), args,
+                                             limits.max_current_a)
     with instrument_session(args, "tune", config, seeds={}, station_cfg=station_cfg,
-                            dimension="iteration") as run_:
+                            dimension="iteration") as run_, Progress(
+            tuning_bound + verify_points, f"tune pair {args.pair}", unit="point",
+            enabled=wanted(args)) as bar:
         station, writer = run_.station, run_.writer
         tuning = writer.stream("tuning", primary=True, data_keys={
             k: data_key("labctl.tune", dtype, unit) for k, dtype, unit in TUNING_KEYS
@@ -122,9 +144,12 @@ def run(args: argparse.Namespace) -> int:
         def record(checkpoint: Checkpoint) -> None:
             if checkpoint.label == "tuning":
                 writer.event(tuning, {key: checkpoint.data[key] for key, _, _ in TUNING_KEYS})
+                d = checkpoint.data
+                bar.set_description(f"tune pair {args.pair}: iteration {d['iteration']}, "
+                                    f"{d['pulses_total']}/{args.max_pulses} pulses")
 
         engine = Engine(station, mode=args.mode, nplc=args.nplc, on_checkpoint=record)
-        result = engine.run(
+        result = engine.run(counted(
             tune_pair(
                 args.pair,
                 args.i_off,
@@ -134,11 +159,15 @@ def run(args: argparse.Namespace) -> int:
                 max_amplitude_v=engine.envelope.pulse_amplitude_limit_v(args.pair),
                 i_max=limits.max_current_a,
                 points=args.points,
-            )
+            ), engine.envelope, bar)
         )
-        verified, sweep = engine.run(
-            verify_i_off(args.pair, i_max=limits.max_current_a, points=args.verify_points)
-        )
+        # The budget was not all spent: what is left is the verification.
+        bar.set_total(bar.n + verify_points)
+        bar.set_description(f"tune pair {args.pair}: verification")
+        verified, sweep = engine.run(counted(
+            verify_i_off(args.pair, i_max=limits.max_current_a, points=args.verify_points),
+            engine.envelope, bar))
+        bar.close()
         stream = writer.stream(
             "verify_iv",
             {key: data_key("labctl.tune", units=unit) for key, unit in VERIFY_KEYS}
@@ -194,5 +223,6 @@ def run(args: argparse.Namespace) -> int:
         f"verification ({len(sweep.sweep)}-point I-V sweep): "
         f"{_verdict(verified, args.i_off, args.tolerance)}"
     )
+    plots.session_plots(writer.path, writer.path)  # tune.png, as `labctl report` draws it
     print(f"session {writer.path}")
     return report_problem(run_)

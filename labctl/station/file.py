@@ -48,6 +48,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
@@ -74,6 +76,7 @@ from protocols.wiring import (
 )
 from simulators.faults import FaultSpec
 from simulators.mtj import PRESETS
+from simulators.wafer import GRID, wafer_kind
 from simulators.world import SimSettings
 
 #: Driver name -> the channel ids its instrument has (None: not a source-meter).
@@ -192,6 +195,9 @@ class StationConfig:
     miswiring: Miswiring = Miswiring()
     faults: dict[str, FaultSpec] = field(default_factory=dict)
     reference: ReferenceResistor | None = None
+    #: The dies (col, row) of the wafer on the chuck, as the `[wafer]` table lists them
+    #: (None: whatever the prober's map holds).
+    wafer_map: tuple[tuple[int, int], ...] | None = None
 
     @property
     def pairs(self) -> dict[int, PairWiring]:
@@ -620,8 +626,10 @@ def _reference(c: _Checker, data: dict, wiring: Wiring) -> ReferenceResistor | N
 def _simulation(c: _Checker, s: dict) -> tuple[SimSettings, Miswiring, dict[str, FaultSpec]]:
     where = "[simulation] "
     c.unknown(s, {"seed", "variability", "n_pairs", "die_grid", "time_scale", "line_frequency",
-                  "smu_noise_v", "adc_noise_v", "drift_a_per_sqrt_s", "miswire", "faults"},
+                  "smu_noise_v", "adc_noise_v", "drift_a_per_sqrt_s", "miswire", "faults",
+                  "wafer", *MEASURED_KEYS, "temperature_k"},
               where)
+    devices, table = _measured_devices(c, s, where)
     variability = c.string(s, "variability", where, "nominal")
     if variability not in PRESETS:
         raise c.fail(
@@ -638,22 +646,37 @@ def _simulation(c: _Checker, s: dict) -> tuple[SimSettings, Miswiring, dict[str,
             f"{where}die_grid",
             f"must be [columns, rows], each an integer 1..{MAX_DIE_GRID}, got {grid!r}",
         )
+    wafer = c.string(s, "wafer", where, GRID)
+    try:
+        kind, size = wafer_kind(wafer)
+    except ValueError as exc:
+        raise c.fail(f"{where}wafer", str(exc)) from None
+    if kind != GRID:
+        if "die_grid" in s and list(s["die_grid"]) != [size, size]:
+            raise c.fail(f"{where}die_grid", f"{s['die_grid']!r} disagrees with wafer = "
+                         f"{wafer!r} (a {size} x {size} grid); give one or the other")
+        grid = [size, size]
     line = c.number(s, "line_frequency", where, 60.0, positive=True)
     if float(line) not in LINE_FREQUENCIES:
         raise c.fail(f"{where}line_frequency", f"must be 50 or 60 (Hz), got {line!r}")
     sim = SimSettings(
         seed=c.number(s, "seed", where, 1, integer=True, minimum=0, maximum=2**63 - 1),
         variability=variability,
-        n_pairs=c.number(s, "n_pairs", where, 16, integer=True, minimum=1, maximum=MAX_PAIRS),
+        n_pairs=_measured_n_pairs(c, s, where, table),
         die_grid=(grid[0], grid[1]),
         time_scale=c.number(s, "time_scale", where, 0.0, minimum=0.0, maximum=MAX_TIME_SCALE),
         line_frequency=float(line),
+        wafer=wafer,
         **{
             key: c.number(s, key, where, minimum=0.0, maximum=MAX_NOISE_V) if key in s else None
             for key in ("smu_noise_v", "adc_noise_v")
         },
         drift_a_per_sqrt_s=(c.number(s, "drift_a_per_sqrt_s", where, minimum=0.0, maximum=1e-6)
                             if "drift_a_per_sqrt_s" in s else None),
+        temperature_k=(c.number(s, "temperature_k", where, minimum=MIN_TEMPERATURE_K,
+                                maximum=MAX_TEMPERATURE_K) if "temperature_k" in s else None),
+        devices=devices,
+        device_table=table,
     )
     mis = c.table(s, "miswire", where)
     c.unknown(mis, {"adc_reversed", "adc_open"}, "[simulation.miswire] ")
@@ -669,6 +692,89 @@ def _simulation(c: _Checker, s: dict) -> tuple[SimSettings, Miswiring, dict[str,
         except ValueError as exc:
             raise c.fail(f"[simulation.faults.{name}]", str(exc)) from None
     return sim, Miswiring(**mis), faults
+
+
+#: [simulation] keys of measured devices: a CSV table (simulators.measured_devices) or
+#: `labctl iv` session directories, paths relative to the station file; ``device_table``
+#: is what a session records (the points themselves), not for station files.
+MEASURED_KEYS = ("devices", "iv_sessions", "device_table")
+MIN_TEMPERATURE_K, MAX_TEMPERATURE_K = 1.0, 450.0
+
+
+def _measured_devices(c: _Checker, s: dict, where: str
+                      ) -> tuple[str | None, tuple[tuple[int, str, float, float], ...] | None]:
+    """(where the measured devices come from, their points) of a [simulation] table, or
+    (None, None) for drawn devices."""
+    from simulators.measured_devices import MeasuredDevices, MeasuredTableError
+
+    given = [k for k in ("devices", "iv_sessions") if k in s]
+    if len(given) > 1:
+        raise c.fail(f"{where}iv_sessions", "given beside devices: give one or the other")
+    base = Path(c.source).parent if not c.source.startswith("<") else Path.cwd()
+    try:
+        if "device_table" in s:  # a recorded session: the points, not the files
+            rows = s["device_table"]
+            if not isinstance(rows, list | tuple) or not all(
+                    isinstance(r, list | tuple) and len(r) == 4 for r in rows):
+                raise c.fail(f"{where}device_table", "must be a list of [pair, device, "
+                                                     "current_a, voltage_v]")
+            points: dict[tuple[int, str], tuple[list, list]] = {}
+            for pair, dev, current, volts in rows:
+                i, v = points.setdefault((int(pair), str(dev)), ([], []))
+                i.append(float(current))
+                v.append(float(volts))
+            label = str(s.get("devices") or "recorded device_table")
+            measured = MeasuredDevices.from_arrays(
+                {k: (np.array(i), np.array(v)) for k, (i, v) in points.items()}, label)
+        elif "devices" in s:
+            label = c.string(s, "devices", where)
+            measured = MeasuredDevices.from_csv(base / label)
+            label = str(base / label)
+        elif "iv_sessions" in s:
+            from labctl.station.measured_iv import measured_from_iv_sessions
+
+            sessions = s["iv_sessions"]
+            if not isinstance(sessions, list) or not sessions or not all(
+                    isinstance(x, str) for x in sessions):
+                raise c.fail(f"{where}iv_sessions", "must be a list of session directories")
+            paths = [base / x for x in sessions]
+            measured = measured_from_iv_sessions(paths, f"{c.source}: {where}iv_sessions")
+            label = "iv sessions " + ", ".join(str(p) for p in paths)
+        else:
+            return None, None
+    except MeasuredTableError as exc:
+        key = next((k for k in MEASURED_KEYS if k in s), "devices")
+        raise c.fail(f"{where}{key}", str(exc)) from None
+    table = tuple((k + 1, "AB"[d], float(x), float(y))
+                  for (k, d), curve in sorted(measured.curves.items())
+                  for x, y in zip(curve.x, curve.interp(curve.x), strict=True))
+    return label, table
+
+
+def _measured_n_pairs(c: _Checker, s: dict, where: str, table) -> int:
+    """n_pairs of a [simulation] table: as given (16 by default), or the measured table's."""
+    if table is None:
+        return c.number(s, "n_pairs", where, 16, integer=True, minimum=1, maximum=MAX_PAIRS)
+    n = max(row[0] for row in table)
+    if "n_pairs" in s and s["n_pairs"] != n:
+        raise c.fail(f"{where}n_pairs", f"{s['n_pairs']!r} disagrees with the {n} pairs of the "
+                                        "measured devices; leave it out")
+    return n
+
+
+def _check_measured_cover(c: _Checker, sim: SimSettings | None, wiring: Wiring) -> None:
+    """Measured devices must cover every pair's current limit: the curves are not
+    extrapolated where an instrument can bias."""
+    measured = sim.measured_devices() if sim is not None else None
+    if measured is None:
+        return
+    for k, pair in wiring.pairs.items():
+        limit = pair.limits.max_current_a
+        short = [e for e in measured.covers(-limit, limit) if e.startswith(f"pair {k} ")]
+        if short:
+            raise c.fail("[simulation] devices",
+                         f"the measured range of {short[0]} does not cover pair {k}'s "
+                         f"max_current_a = +-{limit:g} A (sweep it wider, or lower the limit)")
 
 
 def simulation_from_record(data: Any, source: str) -> SimSettings:
@@ -732,7 +838,7 @@ def parse_station(text: str, source: str) -> StationConfig:
     except tomllib.TOMLDecodeError as exc:
         raise StationFileError(f"{source}: not valid TOML: {exc}") from None
     c.unknown(data, {"station", "instruments", "wiring", "limits", "ratings", "simulation",
-                     "reference"}, "")
+                     "reference", "wafer"}, "")
     station = c.table(data, "station", "")
     c.unknown(station, {"name"}, "[station] ")
     simulated = "simulation" in data
@@ -750,6 +856,7 @@ def parse_station(text: str, source: str) -> StationConfig:
                      "[simulation] table for a station of real instruments"
                      f"{'; also ' + ', '.join(served[1:]) if served[1:] else ''})")
     wiring = _wiring(c, data, instruments, sim.n_pairs if sim else None)
+    _check_measured_cover(c, sim, wiring)
     for name in faults:
         if name not in instruments:
             raise c.fail(f"[simulation.faults.{name}]", "names no instrument in [instruments]")
@@ -763,6 +870,8 @@ def parse_station(text: str, source: str) -> StationConfig:
         miswiring=miswiring,
         faults=faults,
         reference=_reference(c, data, wiring),
+        wafer_map=(parse_wafer_map(data["wafer"], source, "[wafer] ")
+                   if "wafer" in data else None),
     )
 
 
@@ -797,3 +906,42 @@ def load_station(path: str | Path | None, **simulation_overrides) -> StationConf
             )
         config = replace(config, simulation=replace(config.simulation, **overrides))
     return config
+
+
+MAX_DIES = 10_000
+
+
+def parse_wafer_map(table: Any, source: str, where: str = "") -> tuple[tuple[int, int], ...]:
+    """A wafer map: a table ``dies = [[col, row], ...]`` (1-based, each die once), as a
+    station file's `[wafer]` table or a map file (``labctl wafer scan --map``) has it.
+    StationFileError names ``source``, the key and the bad entry."""
+    c = _Checker(source)
+    if not isinstance(table, dict):
+        raise c.fail(where.strip() or "wafer map", "must be a table with dies = [[col, row], ...]")
+    c.unknown(table, {"dies"}, where)
+    dies = table.get("dies")
+    if not isinstance(dies, list) or not dies or len(dies) > MAX_DIES:
+        raise c.fail(f"{where}dies", f"must be a list of 1..{MAX_DIES} [col, row] pairs, "
+                     f"got {dies!r}"[:200])
+    out: list[tuple[int, int]] = []
+    for i, die in enumerate(dies):
+        if (not isinstance(die, list) or len(die) != 2
+                or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1
+                           for v in die)):
+            raise c.fail(f"{where}dies[{i}]", f"must be [col, row], integers >= 1, got {die!r}")
+        if tuple(die) in out:
+            raise c.fail(f"{where}dies[{i}]", f"die {die!r} is listed twice")
+        out.append((die[0], die[1]))
+    return tuple(out)
+
+
+def load_wafer_map(path: str | Path) -> tuple[tuple[int, int], ...]:
+    """A wafer map file (TOML, ``dies = [[col, row], ...]``)."""
+    p = Path(path)
+    try:
+        data = tomllib.loads(p.read_text())
+    except OSError as exc:
+        raise StationFileError(f"{p}: cannot read wafer map: {exc.strerror}") from None
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise StationFileError(f"{p}: not a wafer map (TOML): {exc}") from None
+    return parse_wafer_map(data, str(p))

@@ -27,7 +27,6 @@ import numpy as np
 from labctl.sweep.store import RUN_COLUMNS, STATUS_COLUMNS, SweepStore
 
 REPLICATE = "seed"
-MAX_LINES = 8  # lines in one plot; more combinations are left out (and said so)
 
 
 def metric_columns(rows: list[dict], settings: list[str]) -> list[str]:
@@ -47,7 +46,8 @@ def _levels(rows: list[dict], factor: str, order: list[Any]) -> list[Any]:
     return [v for v in order if v in present]
 
 
-def _ci(x: np.ndarray, confidence: float) -> tuple[float, float]:
+def mean_ci(x: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The Student-t confidence interval of the mean of ``x`` (NaN for fewer than 2)."""
     from scipy import stats
 
     if len(x) < 2:
@@ -56,6 +56,27 @@ def _ci(x: np.ndarray, confidence: float) -> tuple[float, float]:
         return float(x[0]), float(x[0])
     ci = stats.ttest_1samp(x, 0.0).confidence_interval(confidence)
     return float(ci.low), float(ci.high)
+
+
+def paired_ci(xb: np.ndarray, xa: np.ndarray,
+              confidence: float) -> tuple[float, float, float, float, float]:
+    """(mean of xb - xa, its t interval low, high, t, p) for values paired by position
+    (``scipy.stats.ttest_rel``); NaN where fewer than 2 pairs, t and p NaN without spread."""
+    from scipy import stats
+
+    d = xb - xa
+    if len(d) == 0:
+        return math.nan, math.nan, math.nan, math.nan, math.nan
+    if len(d) < 2:
+        return float(d[0]), math.nan, math.nan, math.nan, math.nan
+    if np.all(d == d[0]):  # identical differences: no spread
+        return float(d[0]), float(d[0]), float(d[0]), math.nan, math.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        res = stats.ttest_rel(xb, xa)
+    ci = res.confidence_interval(confidence)
+    return (float(np.mean(d)), float(ci.low), float(ci.high), float(res.statistic),
+            float(res.pvalue))
 
 
 def summarise(rows: list[dict], factors: list[str], metrics: list[str],
@@ -72,7 +93,7 @@ def summarise(rows: list[dict], factors: list[str], metrics: list[str],
             x = np.array([r[m] for r in members if r.get(m) is not None], dtype=float)
             if len(x) == 0:
                 continue
-            low, high = _ci(x, confidence)
+            low, high = mean_ci(x, confidence)
             out.append({**dict(zip(groups, combo, strict=True)), "metric": m, "n": len(x),
                         "mean": float(np.mean(x)),
                         "std": float(np.std(x, ddof=1)) if len(x) > 1 else math.nan,
@@ -84,7 +105,6 @@ def summarise(rows: list[dict], factors: list[str], metrics: list[str],
 def paired(rows: list[dict], factors: list[str], metrics: list[str],
            level_order: dict[str, list[Any]], confidence: float) -> list[dict]:
     """Each level of each factor against its first level, on the same seeds."""
-    from scipy import stats
 
     if REPLICATE not in factors:
         return []
@@ -107,71 +127,23 @@ def paired(rows: list[dict], factors: list[str], metrics: list[str],
                         continue
                     xa = np.array([a[s] for s in seeds], dtype=float)
                     xb = np.array([b[s] for s in seeds], dtype=float)
-                    d = xb - xa
-                    entry = {"factor": factor, "level": level, "baseline": base, **fixed,
-                             "metric": m, "n": len(seeds), "mean_diff": float(np.mean(d)),
-                             "ci_low": math.nan, "ci_high": math.nan,
-                             "t": math.nan, "p": math.nan}
-                    if len(seeds) >= 2 and not np.all(d == d[0]):
-                        with warnings.catch_warnings():
-                            warnings.simplefilter("ignore", RuntimeWarning)
-                            res = stats.ttest_rel(xb, xa)
-                        ci = res.confidence_interval(confidence)
-                        entry.update(ci_low=float(ci.low), ci_high=float(ci.high),
-                                     t=float(res.statistic), p=float(res.pvalue))
-                    elif len(seeds) >= 2:  # identical differences: no spread
-                        entry.update(ci_low=float(d[0]), ci_high=float(d[0]))
-                    out.append(entry)
+                    mean, low, high, t, p = paired_ci(xb, xa, confidence)
+                    out.append({"factor": factor, "level": level, "baseline": base, **fixed,
+                                "metric": m, "n": len(seeds), "mean_diff": mean,
+                                "ci_low": low, "ci_high": high, "t": t, "p": p})
     return out
 
 
-def _numeric(values: list[Any]) -> bool:
-    return all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
-
-
 def plot(summary: list[dict], factors: list[str], metric: str, factor: str,
-         level_order: dict[str, list[Any]], confidence: float, path: Path) -> Path | None:
+         level_order: dict[str, list[Any]], confidence: float, path: Path,
+         identity: str = "") -> Path | None:
     """``metric`` against ``factor``: mean and confidence interval, a line per combination
-    of the other non-seed factors."""
-    from matplotlib.figure import Figure
+    of the other non-seed factors (:func:`labctl.plots.metric_vs_factor`)."""
+    from labctl.plots import metric_vs_factor
 
-    entries = [e for e in summary if e["metric"] == metric and factor in e]
-    if not entries:
-        return None
     others = [f for f in factors if f not in (factor, REPLICATE)]
-    levels = [v for v in level_order[factor] if any(e[factor] == v for e in entries)]
-    numeric = _numeric(levels)
-    xs = {v: (float(v) if numeric else i) for i, v in enumerate(levels)}
-    fig = Figure(figsize=(6, 4.2))
-    ax = fig.subplots()
-    combos = sorted({tuple(e[o] for o in others) for e in entries}, key=str)
-    for combo in combos[:MAX_LINES]:
-        line = [e for e in entries if tuple(e[o] for o in others) == combo]
-        line.sort(key=lambda e: xs[e[factor]])
-        x = np.array([xs[e[factor]] for e in line])
-        y = np.array([e["mean"] for e in line])
-        low = np.array([e["ci_low"] for e in line])
-        high = np.array([e["ci_high"] for e in line])
-        err = np.nan_to_num(np.vstack([y - low, high - y]), nan=0.0)
-        label = ", ".join(f"{o}={v}" for o, v in zip(others, combo, strict=True)) or metric
-        ax.errorbar(x, y, yerr=err, marker="o", capsize=4, label=label)
-    if numeric and min(xs.values()) > 0 and max(xs.values()) / min(xs.values()) >= 10:
-        ax.set_xscale("log")
-    if not numeric:
-        ax.set_xticks(list(xs.values()), [str(v) for v in levels])
-        ax.set_xlim(-0.5, len(levels) - 0.5)
-    ax.set_xlabel(factor)
-    ax.set_ylabel(metric)
-    n = max(e["n"] for e in entries)
-    title = f"{metric} against {factor}: mean, {confidence:.0%} CI over {n} seed(s)"
-    if len(combos) > MAX_LINES:
-        title += f" ({MAX_LINES} of {len(combos)} lines)"
-    ax.set_title(title, fontsize=9)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    return path
+    return metric_vs_factor(summary, others, metric, factor, level_order[factor], confidence,
+                            path, identity)
 
 
 def _write_csv(path: Path, entries: list[dict]) -> None:
@@ -216,7 +188,8 @@ def build_report(store: SweepStore, metrics: list[str] | None = None,
         for m in (m for m in metrics if not m.endswith("_std")):
             for f in (f for f in factors if f != REPLICATE):
                 p = plot(summary, factors, m, f, level_order, confidence,
-                         out_dir / f"{m}-vs-{f}.png")
+                         out_dir / f"{m}-vs-{f}.png",
+                         f"labctl sweep {meta['command']} · {store.root.name}")
                 if p is not None:
                     files.append(str(p))
     report = {"sweep": str(store.root), "command": meta["command"], "factors": factors,

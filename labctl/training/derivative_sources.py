@@ -14,7 +14,9 @@ derivative the array returns:
   seeded permutation of the flattened (batch, n) array per call): the right distribution,
   attached to the wrong neuron and sample.
 - ``nominal-model``: dV/dI of the nominal device model (:data:`simulators.mtj.NOMINAL`) at
-  the bias current: what a model-based trainer would use, blind to device variation.
+  the bias current: what a model-based trainer would use, blind to device variation (on
+  the shape presets of :mod:`simulators.device_shapes` also blind to the shapes: the
+  single-tanh, symmetric, hysteresis-free model; on measured devices, blind to them too).
 
 Because the replacement happens inside the neuron array, the session records the
 derivative that backpropagation used, so a replay needs nothing but the record.

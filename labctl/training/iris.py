@@ -14,9 +14,8 @@ Besides Iris the same loop trains the 2-D tasks of :mod:`labctl.training.tasks`
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
@@ -34,7 +33,16 @@ from labctl.training.neurons import (
 )
 from labctl.training.tasks import TASKS, load_task, task_shape
 
+if TYPE_CHECKING:
+    from labctl.progress import Progress
+
 BACKENDS = ("station", "model")
+
+
+def _whole_numbers(values, at_least: int) -> bool:
+    """A list (or tuple) of integers (not booleans) of at least ``at_least``."""
+    return isinstance(values, (list, tuple)) and all(
+        isinstance(k, int) and not isinstance(k, bool) and k >= at_least for k in values)
 
 
 @dataclass(frozen=True)
@@ -68,6 +76,15 @@ class IrisSettings:
     decay_factor: float = 0.5
     #: Epochs between the ``step`` schedule's decays.
     step_size: int = 10
+    #: Station pairs of the hidden neurons, layer by layer (None: 1..layers x hidden); with
+    #: ``devices_from``, the scan's pairs whose fitted models the model backend runs on.
+    pairs: list[int] | None = None
+    #: A wafer-scan session: the model backend runs on its fitted devices (``pairs`` of
+    #: die ``die``) instead of drawing them from the preset.
+    devices_from: str | None = None
+    die: list[int] | None = None
+    #: A training session whose final weights of each fold start this run's folds.
+    init_from: str | None = None
 
     def validate(self, max_current_a: float, n_pairs: int | None) -> None:
         """Refuse impossible settings before any instrument is touched (ValueError, why)."""
@@ -115,6 +132,16 @@ class IrisSettings:
                 )
         if not self.di > 0:
             raise ValueError(f"--di must be positive, got {self.di}")
+        if self.pairs is not None and not _whole_numbers(self.pairs, at_least=1):
+            raise ValueError(f"--pairs must be pair numbers (1-based), got {self.pairs!r}")
+        if self.die is not None and not (_whole_numbers(self.die, at_least=0)
+                                         and len(self.die) == 2):
+            raise ValueError(f"die must be [column, row], got {self.die!r}")
+        if self.pairs is not None and len(self.pairs) != self.layers * self.hidden:
+            raise ValueError(
+                f"--pairs names {len(self.pairs)} pairs; {self.layers} layer(s) of "
+                f"{self.hidden} neurons need {self.layers * self.hidden}"
+            )
         if n_pairs is not None and self.layers * self.hidden > n_pairs:
             raise ValueError(
                 f"{self.layers} layer(s) of {self.hidden} neurons need "
@@ -244,15 +271,24 @@ def train_folds(
     sink: EpochSink,
     *,
     folds: list[int] | None = None,
-    progress: Callable[[str], object] | None = None,
+    progress: Progress | None = None,
+    label: str = "",
     live_max_current_a: float | None = None,
     recorded: set[tuple[int, int]] = frozenset(),
+    initial_weights: dict[int, np.ndarray] | None = None,
 ) -> list[FoldResult]:
     """Train the MTJ network and the tanh baseline on each fold (all folds by default).
 
     A resume replays the ``recorded`` (fold, epoch)s with the limit they were made under,
     ``max_current_a`` (A), and trains the rest under ``live_max_current_a`` if given (the
-    station's new limits)."""
+    station's new limits).
+
+    ``progress`` (a :class:`labctl.progress.Progress` over the command's whole work, in
+    epochs) advances one per epoch, named ``label`` and the fold running now; a fold that
+    stops early counts its remaining epochs as done, so the bar ends at its total.
+
+    ``initial_weights`` (fold -> every weight flattened in MLP order, e.g. an earlier
+    session's final weights) starts the MTJ network of those folds from them."""
     data = fold_data(settings)
     act = activation(settings, max_current_a)
     results = []
@@ -261,6 +297,8 @@ def train_folds(
         layers = neuron_source.layers(fold)
         recorders = [RecordingNeurons(n) for n in layers]
         model = build_network(settings, fold, recorders, act, activation=settings.activation)
+        if initial_weights is not None and fold in initial_weights:
+            model.set_weights(_unflatten(initial_weights[fold], model.get_weights(), fold))
         probe = _fidelity_probe(settings, neuron_source, fold)
         fidelity: dict[str, list[float]] = {k: [] for k in FIDELITY_KEYS}
 
@@ -285,7 +323,10 @@ def train_folds(
             on_epoch=on_epoch,
             probe=probe,
         )
-        bar = progress(f"fold {fold + 1}/{settings.folds}") if progress else None
+        if progress is not None:
+            progress.start()  # the first fold's first epoch: setup is not epoch time
+            progress.set_description(
+                f"{label + ' ' if label else ''}fold {fold + 1}/{settings.folds}")
         while not trainer.done:
             if live_max_current_a is not None:
                 limit = max_current_a if (fold, trainer.epoch) in recorded else (
@@ -293,11 +334,11 @@ def train_folds(
                 act.limit(limit - settings.di)
             neuron_source.before_epoch(fold, trainer.epoch)
             row = trainer.run_epoch()
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['train_loss']:.3f}", val=f"{row['val_acc']:.3f}")
-        if bar is not None:
-            bar.close()
+            if progress is not None:
+                progress.set_postfix(f"loss {row['train_loss']:.3f}, val {row['val_acc']:.3f}")
+                progress.update(1)
+        if progress is not None:
+            progress.update(settings.epochs - trainer.epoch)  # early stopping
         trainer.finish()
         acc, best = _fold_accuracy(trainer)
         baseline = Trainer(
@@ -325,6 +366,18 @@ def train_folds(
         sink.fold(result)
         results.append(result)
     return results
+
+
+def _unflatten(flat: np.ndarray, like: list[np.ndarray], fold: int) -> list[np.ndarray]:
+    flat = np.asarray(flat, dtype=np.float64).ravel()
+    if flat.size != sum(w.size for w in like):
+        raise ValueError(f"initial weights of fold {fold + 1}: {flat.size} values, the network "
+                         f"has {sum(w.size for w in like)}")
+    out, pos = [], 0
+    for w in like:
+        out.append(flat[pos: pos + w.size].reshape(w.shape).copy())
+        pos += w.size
+    return out
 
 
 def _fidelity_probe(

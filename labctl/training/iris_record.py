@@ -91,6 +91,9 @@ class RecordSink:
                 "epochs": _key("integer"),
                 "best_epoch": _key("integer"),
                 "final_weights": _key("array", [None], external=True),
+                # The tanh baseline's curves (rows: train_loss, train_acc, val_loss,
+                # val_acc; a column per epoch), so that plots draw it from the record.
+                "tanh_history": _key("array", [4, None], external=True),
             },
         )
 
@@ -113,6 +116,8 @@ class RecordSink:
                 "epochs": result.epochs,
                 "best_epoch": -1 if result.best_epoch is None else result.best_epoch,
                 "final_weights": flatten(result.weights),
+                "tanh_history": np.array([result.tanh_history.get(k, []) for k in (
+                    "train_loss", "train_acc", "val_loss", "val_acc")], dtype=np.float64),
             },
         )
 

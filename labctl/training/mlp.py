@@ -16,14 +16,17 @@ stopping with restore-best on a validation set, and an ``on_epoch`` hook for rec
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from labctl.training.neurons import Activation, NeuronArray, NeuronReadout
+
+if TYPE_CHECKING:
+    from labctl.progress import Progress
 
 OPTIMIZERS = ("adam", "sgd")
 SCHEDULES = ("constant", "step", "exponential", "cosine")
@@ -508,7 +511,8 @@ class Trainer:
     batch between the forward and the backward pass, for diagnostics that must not change
     the training. ``augment(x_batch, rng)`` (optional) returns a transformed copy of
     each training minibatch (data augmentation), with a generator seeded from
-    ``config.seed``. ``progress`` shows a tqdm bar on stderr.
+    ``config.seed``. ``progress`` (a :class:`labctl.progress.Progress`, optional) is
+    advanced by one per training batch (see :meth:`batches_per_epoch`).
     """
 
     def __init__(
@@ -525,7 +529,7 @@ class Trainer:
         alpha: float = 0.0,
         on_epoch: EpochCallback | None = None,
         probe: Callable[[MLP, np.ndarray], object] | None = None,
-        progress: bool = False,
+        progress: Progress | None = None,
         desc: str = "train",
         augment: Callable[[np.ndarray, np.random.Generator], np.ndarray] | None = None,
     ):
@@ -576,6 +580,10 @@ class Trainer:
         """Number of finished epochs."""
         return len(self.history.epoch)
 
+    def batches_per_epoch(self) -> int:
+        """Training batches in one epoch (the progress units of an epoch)."""
+        return -(-len(self.y) // (self.config.batch_size or len(self.y)))
+
     def _batches(self) -> list[np.ndarray]:
         n = len(self.y)
         order = self._rng.permutation(n) if self.config.shuffle else np.arange(n)
@@ -592,17 +600,6 @@ class Trainer:
         full = cfg.batch_size is None or cfg.batch_size >= len(self.y)
         loss_sum = correct = 0.0
         batches = self._batches()
-        bar = None
-        if self.progress:
-            from tqdm import tqdm
-
-            bar = tqdm(
-                total=len(batches),
-                desc=f"{self.desc} {e + 1}/{cfg.epochs}",
-                file=sys.stderr,
-                leave=False,
-                unit="batch",
-            )
         for idx in batches:
             xb = self.x if full and not cfg.shuffle else self.x[idx]
             if self.augment is not None:
@@ -617,10 +614,8 @@ class Trainer:
                 self.probe(model, dlogits)
             grads = model.backward(dlogits)
             self.optimizer.step(model.params, grads, lr)
-            if bar is not None:
-                bar.update(1)
-        if bar is not None:
-            bar.close()
+            if self.progress is not None:
+                self.progress.update(1)
         t_train = time.perf_counter() - t0
         n = len(self.y)
         if not math.isfinite(loss_sum):

@@ -1,0 +1,1 @@
+"""`labctl paper`: the method paper's figures reproduced over seeds (experiments, table)."""
