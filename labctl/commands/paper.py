@@ -107,9 +107,10 @@ def run(args: argparse.Namespace) -> int:
     grids = {e.name: _grid(e, args) for e in chosen}  # every grid checked before any runs
     if args.list:
         for e in chosen:
-            minutes = e.cell_s * args.seeds / args.jobs / 60
-            print(f"{e.name}: {e.title}\n  paper: {e.paper}\n  about {minutes:.0f} min with "
-                  f"-j {args.jobs} ({e.cell_s:.0f} s a cell, default settings)\n"
+            when = "time not measured yet" if e.cell_s is None else (
+                f"about {e.cell_s * args.seeds / args.jobs / 60:.0f} min with -j {args.jobs} "
+                f"({e.cell_s:.0f} s a cell alone, default settings)")
+            print(f"{e.name}: {e.title}\n  paper: {e.paper}\n  {when}\n"
                   + "".join(f"    {line}\n" for line in grids[e.name][0].text.splitlines()))
         return 0
     failed, interrupted = 0, False

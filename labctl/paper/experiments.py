@@ -23,8 +23,9 @@ class Experiment:
 
     ``metric``: the MTJ network's accuracy column of the sweep table (0..1);
     ``baseline``: the column it is compared with on the same seeds (the tanh network, or
-    the network without distillation), or None; ``cell_s``: a cell's wall time (s) on one
-    core of the 2-core reference machine, measured, for the time estimate.
+    the network without distillation), or None; ``cell_s``: a cell's wall time (s) as
+    measured on the 2-core reference machine with nothing else running, for the time
+    estimate (None: not measured yet).
     """
 
     name: str
@@ -36,7 +37,7 @@ class Experiment:
     metric: str
     baseline: str | None
     baseline_label: str
-    cell_s: float
+    cell_s: float | None
     grid: dict[str, list[Any]] = field(default_factory=dict)
 
     def grid_text(self, seeds: int, overrides: dict[str, Any] | None = None) -> str:
@@ -64,14 +65,14 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         title="Iris, 1 hidden layer of 8 MTJ pairs, fd-swap, on the simulated station",
         paper="93.3 % (measured hardware)", paper_value=0.933,
         command="train iris", fixed={}, metric="accuracy", baseline="tanh_accuracy",
-        baseline_label="tanh", cell_s=120.0,
+        baseline_label="tanh", cell_s=125.0,
     ),
     Experiment(
         name="iris-model",
         title="Iris, 1 hidden layer, fd-swap, on the device model",
         paper="95 %+ (simulation), on a par with tanh", paper_value=0.95,
         command="train iris", fixed={"backend": "model"}, metric="accuracy",
-        baseline="tanh_accuracy", baseline_label="tanh", cell_s=3.0,
+        baseline="tanh_accuracy", baseline_label="tanh", cell_s=3.6,
     ),
     Experiment(
         name="mnist",
@@ -86,7 +87,7 @@ EXPERIMENTS: tuple[Experiment, ...] = (
         paper="knowledge distillation into small MTJ networks (no figure in our summary)",
         paper_value=None, command="simulate mnist",
         fixed={"widths": "128,128", "distill": True}, metric="mtj_distilled_test_acc",
-        baseline="mtj_test_acc", baseline_label="same MTJ net without KD", cell_s=600.0,
+        baseline="mtj_test_acc", baseline_label="same MTJ net without KD", cell_s=None,
     ),
 )
 
