@@ -417,10 +417,7 @@ class Keithley2600(LockedInstrumentMixin, _PymeasureKeithley2600):
         if not 1 <= n <= MAX_LIST_POINTS or len(b) != n:
             raise ValueError(f"a pair sweep has 1 to {MAX_LIST_POINTS} points on each "
                              f"channel, the same on both; got {n} and {len(b)}")
-        if not 0.001 <= nplc <= 25:
-            raise ValueError(f"nplc must be 0.001 to 25, got {nplc!r}")
-        if trigger_line not in range(1, 15):
-            raise ValueError(f"digio trigger lines are 1 to 14, got {trigger_line!r}")
+        _check_sweep_timing(nplc, trigger_line)
         script = _pair_script(a, b, nplc, trigger_line)
         size = 2 + 4 * FIELDS_PER_STEP * n + 1
         with self.lock:
@@ -456,10 +453,7 @@ class Keithley2600(LockedInstrumentMixin, _PymeasureKeithley2600):
         if not 1 <= n <= MAX_LIST_POINTS or any(len(v) != n for v in lists.values()):
             raise ValueError(f"every list needs the same 1 to {MAX_LIST_POINTS} points, got "
                              f"{[len(lists[c]) for c in chans]}")
-        if not 0.001 <= nplc <= 25:
-            raise ValueError(f"nplc must be 0.001 to 25, got {nplc!r}")
-        if trigger_line not in range(1, 15):
-            raise ValueError(f"digio trigger lines are 1 to 14, got {trigger_line!r}")
+        _check_sweep_timing(nplc, trigger_line)
         body = [f"digio.trigger[{trigger_line}].stimulus = 0",
                 f"digio.trigger[{trigger_line}].mode = digio.TRIG_RISING",
                 f"digio.trigger[{trigger_line}].clear()"]
@@ -597,6 +591,14 @@ def _list_lines(s: str, levels: np.ndarray, nplc: float) -> list[str]:
         f"{s}.trigger.endpulse.action = {s}.SOURCE_HOLD",
         f"{s}.trigger.endsweep.action = {s}.SOURCE_IDLE",
     ]
+
+
+def _check_sweep_timing(nplc: float, trigger_line: int) -> None:
+    """ValueError for an NPLC or a digio trigger line the 2600B does not have."""
+    if not 0.001 <= nplc <= 25:
+        raise ValueError(f"nplc must be 0.001 to 25, got {nplc!r}")
+    if trigger_line not in range(1, 15):
+        raise ValueError(f"digio trigger lines are 1 to 14, got {trigger_line!r}")
 
 
 def _pair_script(a: np.ndarray, b: np.ndarray, nplc: float, line: int) -> str:
