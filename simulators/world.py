@@ -317,16 +317,16 @@ class StationWorld:
         while a reference resistor is hard-wired in place of the matrix)."""
         if not self.in_contact or self._reference_hardwired:
             return []
-        if self._connections is None:  # worked out once per switch state: a hot path
+        if self._connections is None:  # worked out once per switch state and die: a hot path
+            opens = self.opens.get(self.die, ())
             by_bus: dict[str, list[tuple[int, int]]] = {}
             for name in sorted(self.closed):
                 if name not in self.cabling.reference_channels:
                     b, pair, dev = self.channel_target(name)
-                    by_bus.setdefault(b, []).append((pair, dev))
+                    # a device without contact carries nothing, as if not connected
+                    if (pair, dev) not in opens:
+                        by_bus.setdefault(b, []).append((pair, dev))
             self._connections = by_bus
-        opens = self.opens.get(self.die)
-        if opens:  # a device without contact carries nothing, as if not connected
-            return [d for d in self._connections.get(bus, ()) if d not in opens]
         return list(self._connections.get(bus, ()))
 
     # -- switch and prober -----------------------------------------------------------
@@ -362,6 +362,7 @@ class StationWorld:
             if self.in_contact:
                 raise RuntimeError("chuck is in contact")
             self.die = die
+            self._connections = None  # another die's opens
 
     # -- buses -----------------------------------------------------------------------
     def drive(self, bus: str, current: float, compliance_v: float) -> BusState:
