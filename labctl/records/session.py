@@ -569,7 +569,9 @@ class SessionWriter:
         return False
 
 
-def _parse(file: Path, lineno: int, raw: bytes) -> tuple[str, dict]:
+def parse_line(file: Path, lineno: int, raw: bytes) -> tuple[str, dict]:
+    """(name, document) of line ``lineno`` of a documents file, in either JSONL layout;
+    RecordError naming the file and line otherwise (line 1 must be a labctl start)."""
     try:
         item = json.loads(raw)
         # suitcase-jsonl writes [name, doc]; other Bluesky tools write {"name", "doc"}.
@@ -804,7 +806,7 @@ def _numbered_documents(session_dir: Path, torn: list[str]) -> Iterator[tuple[in
         if pending is None:
             raise RecordError(f"{file}: empty, not a labctl session")
         for following in lines:  # one line of look-ahead: only the last line may be torn
-            name, doc = _parse(file, *pending)
+            name, doc = parse_line(file, *pending)
             checker.check(pending[0], name, doc)
             yield pending[0], name, doc
             pending = following
@@ -812,7 +814,7 @@ def _numbered_documents(session_dir: Path, torn: list[str]) -> Iterator[tuple[in
         try:
             if not raw.endswith(b"\n"):
                 raise RecordError(f"{file}, line {lineno}: no trailing newline")
-            name, doc = _parse(file, lineno, raw)
+            name, doc = parse_line(file, lineno, raw)
         except RecordError as err:
             if lineno == 1:  # without a whole start document this is no session at all
                 raise
@@ -1099,7 +1101,19 @@ def tree_size(path: Path) -> int:
     return total
 
 
-def _summarise(path: Path) -> SessionSummary:
+def first_start(session_dir: Path) -> dict | None:
+    """The start document on the first line of ``session_dir``'s documents (either JSONL
+    layout), or None if there is none that reads: a cheap look before opening a session."""
+    file = session_dir / DOCUMENTS
+    try:
+        with open(file, "rb") as f:
+            name, doc = parse_line(file, 1, f.readline())
+    except (OSError, RecordError):
+        return None
+    return doc if name == "start" else None
+
+
+def summarise_session(path: Path) -> SessionSummary:
     size = tree_size(path)
     try:
         session = Session(path)
@@ -1120,7 +1134,7 @@ def list_sessions(root: str | os.PathLike) -> list[SessionSummary]:
     if not root.is_dir():
         return []
     dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    return [_summarise(p) for p in dirs]
+    return [summarise_session(p) for p in dirs]
 
 
 def find_session(ref: str | os.PathLike, root: str | os.PathLike) -> Path:

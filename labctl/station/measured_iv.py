@@ -12,24 +12,21 @@ several pairs; two sessions of one pair are refused (which one would be the devi
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 import numpy as np
 
+from labctl.records.session import DOCUMENTS, first_start
 from simulators.measured_devices import MeasuredDevices, MeasuredTableError
 
 
 def _pair_of(session: Path) -> int:
-    docs = session / "documents.jsonl"
-    try:
-        with open(docs) as f:
-            name, start = json.loads(f.readline())
-    except (OSError, ValueError) as exc:
-        raise MeasuredTableError(f"{session}: not a readable session ({docs}: {exc})") from None
+    start = first_start(session)
+    if start is None:
+        raise MeasuredTableError(f"{session}: not a readable session (no start document in "
+                                 f"{session / DOCUMENTS})")
     config = start.get("config") or {}
-    if name != "start" or config.get("command") != "iv" or not isinstance(config.get("pair"),
-                                                                          int):
+    if config.get("command") != "iv" or not isinstance(config.get("pair"), int):
         raise MeasuredTableError(f"{session}: not a `labctl iv` session (its start document "
                                  f"records command {config.get('command')!r})")
     return int(config["pair"])

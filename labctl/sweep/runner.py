@@ -52,24 +52,16 @@ def cell_argv(argv: list[str]) -> list[str]:
     return out
 
 
-def _first_start(session_dir: Path) -> dict | None:
-    """The session's first start document (its first line), or None if unreadable."""
-    try:
-        with open(session_dir / "documents.jsonl", "rb") as f:
-            name, doc = json.loads(f.readline())
-    except (OSError, ValueError, TypeError):
-        return None
-    return doc if name == "start" and isinstance(doc, dict) else None
-
-
 def latest_session(sessions_dir: Path, argv: list[str]) -> Path | None:
     """The newest session under ``sessions_dir`` whose run was started with ``argv`` (the
     cell's argv; ids sort by start time)."""
+    from labctl.records.session import first_start
+
     if not sessions_dir.is_dir():
         return None
     found = None
     for path in sorted(p for p in sessions_dir.iterdir() if p.is_dir()):
-        start = _first_start(path)
+        start = first_start(path)
         if start is not None and cell_argv(list(start.get("argv", []))) == argv:
             found = path
     return found

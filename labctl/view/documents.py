@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from labctl.records.session import DOCUMENTS, RecordError, _parse, is_being_written
+from labctl.records.session import DOCUMENTS, RecordError, is_being_written, parse_line
 
 #: Bytes of whole lines one read serves at most (a longer single line is served whole).
 CHUNK_BYTES = 1 << 20
@@ -112,7 +112,7 @@ class DocumentReader:
                 end = data.rfind(b"\n") + 1
         docs = []
         for raw in data[:end].splitlines(keepends=True):
-            name, doc = _parse(file, lineno, raw)
+            name, doc = parse_line(file, lineno, raw)
             docs.append([name, finite(doc)])
             lineno += 1
         next_offset = offset + end

@@ -31,7 +31,7 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from labctl.records.session import DOCUMENTS, RecordError, _summarise, list_sessions
+from labctl.records.session import DOCUMENTS, RecordError, list_sessions, summarise_session
 from labctl.view.documents import DocumentReader, finite
 
 STATIC = Path(__file__).parent / "static"
@@ -94,7 +94,7 @@ class ViewServer(ThreadingHTTPServer):
         summaries = {s.id: s for s in list_sessions(self.root)}
         for sid, path in self.named.items():
             if sid not in summaries or summaries[sid].path.resolve() != path.resolve():
-                summaries[sid] = replace(_summarise(path), id=sid)
+                summaries[sid] = replace(summarise_session(path), id=sid)
         rows = [{"id": sid, "command": s.command, "start_time": s.start_time,
                  "status": s.status, "headline": s.headline, "reason": s.reason,
                  "n_events": s.n_events} for sid, s in summaries.items()]

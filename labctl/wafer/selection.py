@@ -12,13 +12,12 @@ die exists: one classified open, short or broken is refused, naming it and why.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from labctl.records.session import DOCUMENTS, RecordError
+from labctl.records.session import RecordError, first_start
 from labctl.wafer.classify import UNUSABLE, Thresholds
 from labctl.wafer.records import STREAM_DIE, read_scan
 from labctl.wafer.report import REPORT_DIR, analyse
@@ -58,15 +57,6 @@ def parse_pairs(text: str) -> list[int] | str:
     return out
 
 
-def _start_doc(path: Path) -> dict | None:
-    try:
-        with open(path / DOCUMENTS, encoding="utf-8") as f:
-            name, doc = json.loads(f.readline())
-    except (OSError, ValueError):
-        return None
-    return doc if name == "start" and isinstance(doc, dict) else None
-
-
 def same_wafer(doc: dict, simulation) -> bool:
     """Whether a scan's start document describes the wafer a station with ``simulation``
     (its SimSettings, None for real instruments) holds: a simulated wafer is another one
@@ -88,7 +78,7 @@ def scans_of_die(die: Die, sessions_dir: str | os.PathLike, simulation=None) -> 
     if not root.is_dir():
         return []
     for path in root.iterdir():
-        doc = _start_doc(path)
+        doc = first_start(path)
         if doc is None or doc.get("plan_name") != SCAN_COMMAND:
             continue
         if not same_wafer(doc, simulation):
