@@ -34,15 +34,18 @@ import bisect
 import csv
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.interpolate import PchipInterpolator
 
 from simulators.mtj import NOMINAL, SHORT_RESISTANCE, DeviceBank, MTJParams
 
 MIN_POINTS = 4
 COLUMNS = ("pair", "device", "current_a", "voltage_v")
 _DEVICES = {"A": 0, "B": 1}
+
+if TYPE_CHECKING:
+    from scipy.interpolate import PchipInterpolator
 
 
 class MeasuredTableError(ValueError):
@@ -83,6 +86,9 @@ def _curve(current: np.ndarray, volts: np.ndarray, where: str) -> _Curve:
         raise MeasuredTableError(
             f"{where}: V does not rise with I between {knots[k]:.6g} A ({mean_v[k]:.6g} V) "
             f"and {knots[k + 1]:.6g} A ({mean_v[k + 1]:.6g} V); a junction's I-V is monotone")
+    # imported here: scipy.interpolate costs ~0.4 s, and only measured devices need it
+    from scipy.interpolate import PchipInterpolator
+
     interp = PchipInterpolator(knots, mean_v, extrapolate=False)
     c = np.asarray(interp.c)
     return _Curve(knots, c, interp, interp.derivative(), tuple(knots.tolist()),

@@ -44,7 +44,9 @@ SMALL_TRAIN = ["--epochs", "2", "--folds", "2", "--hidden", "2", "--layers", "2"
 
 
 def _only_new(root: Path, before: set[Path]) -> list[Path]:
-    return sorted(set(root.iterdir()) - before)
+    """In the order they were started: names made in one second differ by a random
+    suffix, so their order says nothing."""
+    return sorted(set(root.iterdir()) - before, key=lambda p: Session(p).start["time"])
 
 
 def _run(root: Path, *argv: str, codes=(0,)) -> list[Path]:
