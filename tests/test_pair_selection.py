@@ -90,7 +90,7 @@ def test_a_named_broken_pair_is_refused_naming_it_and_why(scan, capsys, monkeypa
     err = capsys.readouterr().err
     assert code == 2, err
     assert f"pair {broken} is broken (" in err and "TMR0" in err
-    assert f"die {die[0]},{die[1]}" in err
+    assert f"die {die[0]}:{die[1]}" in err
     assert set(scan.sessions.iterdir()) == before  # refused before any session or motion
 
 
@@ -98,11 +98,11 @@ def test_selection_errors_name_the_die_and_the_shortfall(scan):
     die, sessions = scan.dies[0], scan.sessions
     n_ok = len(scan.ok_pairs(die))
     with pytest.raises(ValueError, match=rf"{n_ok + 1} pairs needed, but only {n_ok} of die "
-                                         rf"{die[0]},{die[1]}'s 8 pairs are ok.*broken"):
+                                         rf"{die[0]}:{die[1]}'s 8 pairs are ok.*broken"):
         selection.choose(n_ok + 1, die, sessions)
     unscanned = next((c, r) for c in (1, 2, 3) for r in (1, 2, 3) if (c, r) not in scan.dies)
     with pytest.raises(ValueError, match=f"no wafer scan .* measured die "
-                                         f"{unscanned[0]},{unscanned[1]}"):
+                                         f"{unscanned[0]}:{unscanned[1]}"):
         selection.choose(1, unscanned, sessions)
     assert selection.scans_of_die(die, sessions) == [scan.scan]
     # A simulated station of another seed holds another wafer: the scan does not vouch.
@@ -117,6 +117,30 @@ def test_selection_errors_name_the_die_and_the_shortfall(scan):
     assert best.excluded[str(p_open)].startswith(f"open: {dev_open}: open")
     with pytest.raises(ValueError, match=f"pair {p_open} device {dev_open} has no fitted"):
         measured_pairs(scan.scan, d_open, [p_open])
+
+
+def test_die_is_named_col_row_as_wafer_scan_names_it(scan, capsys):
+    """--die takes the col:row of ``wafer scan --dies``; on the station it must be the die
+    under the probes, and the model backend runs on the die it names."""
+    under, other = scan.dies[0], scan.dies[1]
+    station = ["--station", str(scan.work / "station.toml"), "--sessions-dir", str(scan.sessions)]
+    code = main([*map(str, TRAIN), "--pairs", "auto", "--die", f"{other[0]}:{other[1]}",
+                 *station])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert (f"--die {other[0]}:{other[1]}: the prober is over die {under[0]}:{under[1]}"
+            in err)
+    with pytest.raises(SystemExit) as usage:  # argparse's usage error
+        main([*map(str, TRAIN), "--die", f"{other[0]},{other[1]}", *station])
+    assert usage.value.code == 2
+    assert "expected col:row such as 2:1" in capsys.readouterr().err
+    code = main([*map(str, TRAIN), "--backend", "model", "--devices-from", str(scan.scan),
+                 "--die", f"{other[0]}:{other[1]}", "--epochs", "1", *station])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    cfg = _start_config(scan.sessions / json.loads(out)["session"])
+    assert cfg["settings"]["die"] == list(other)
+    assert set(cfg["settings"]["pairs"]) <= set(scan.ok_pairs(other))
 
 
 @pytest.mark.parametrize("options, message", [

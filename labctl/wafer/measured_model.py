@@ -46,7 +46,7 @@ def measured_pairs(session_dir: Path, die: Die, pairs: list[int],
             row = rows.get((pair, dev))
             if row is None or not row["fitted"]:
                 why = "not measured" if row is None else f"{row['status']}: {row['reason']}"
-                raise ValueError(f"{session_dir}: die {die[0]},{die[1]} pair {pair} device "
+                raise ValueError(f"{session_dir}: die {die[0]}:{die[1]} pair {pair} device "
                                  f"{dev} has no fitted model ({why})")
             for k in PARAMS:
                 values[k][j, d] = row[k]

@@ -220,7 +220,7 @@ def _html(name: str, analysis: WaferAnalysis, devices: list[dict], pairs: list[d
            for r in devices if r["status"] != "ok"]
     bad_pairs = [[f"{r['die_x']},{r['die_y']}", r["pair"], r["status"], r["reason"]]
                  for r in pairs if r["status"] != "ok"]
-    dies = [[f"{d.die[0]},{d.die[1]}", d.status, d.reason,
+    dies = [[f"{d.die[0]}:{d.die[1]}", d.status, d.reason,
              f"{sum(r['status'] == 'ok' for r in pairs if (r['die_x'], r['die_y']) == d.die)}"
              f" / {sum((r['die_x'], r['die_y']) == d.die for r in pairs)}"]
             for d in analysis.scan.dies]

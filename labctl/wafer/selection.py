@@ -135,7 +135,7 @@ def choose(n: int, die: Die, sessions_dir: str | os.PathLike,
         scans = scans_of_die(die, sessions_dir, simulation)
         if not scans:
             raise ValueError(f"--pairs auto: no wafer scan in {sessions_dir} measured die "
-                             f"{die[0]},{die[1]} to its end"
+                             f"{die[0]}:{die[1]} to its end"
                              + (" of this simulated wafer (seed, wafer and variability as "
                                 "the station's)" if simulation is not None else "")
                              + "; run `labctl wafer scan` first or name the pairs "
@@ -144,13 +144,13 @@ def choose(n: int, die: Die, sessions_dir: str | os.PathLike,
     scan = Path(scan)
     verdicts = pair_verdicts(scan, die)
     if not verdicts:
-        raise ValueError(f"{scan}: die {die[0]},{die[1]} has no pairs in its scan")
+        raise ValueError(f"{scan}: die {die[0]}:{die[1]} has no pairs in its scan")
     ranked = _ranked(verdicts)
     excluded = {str(p): f"{r['status']}: {r['reason']}" for p, r in sorted(verdicts.items())
                 if r["status"] != "ok"}
     if len(ranked) < n:
         raise ValueError(
-            f"--pairs auto: {n} pairs needed, but only {len(ranked)} of die {die[0]},{die[1]}'s "
+            f"--pairs auto: {n} pairs needed, but only {len(ranked)} of die {die[0]}:{die[1]}'s "
             f"{len(verdicts)} pairs are ok in {scan}; excluded: "
             + "; ".join(f"pair {p} {why}" for p, why in excluded.items()))
     chosen = ranked[:n]
@@ -169,7 +169,7 @@ def check_named(pairs: list[int], die: Die | None, sessions_dir: str | os.PathLi
     bad = [f"pair {p} is {verdicts[p]['status']} ({verdicts[p]['reason']})"
            for p in pairs if p in verdicts and verdicts[p]["status"] in UNUSABLE]
     if bad:
-        raise ValueError(f"--pairs: refused on die {die[0]},{die[1]} as the wafer scan "
+        raise ValueError(f"--pairs: refused on die {die[0]}:{die[1]} as the wafer scan "
                          f"{scans[0]} classified them: " + "; ".join(bad))
     warn = {str(p): f"{verdicts[p]['status']}: {verdicts[p]['reason']}" for p in pairs
             if p in verdicts and verdicts[p]["status"] != "ok"}
@@ -203,7 +203,7 @@ def add_pair_arguments(parser) -> None:
              "the probes (default: 1..layers x hidden)")
     parser.add_argument(
         "--die", type=_option(parse_die), default=None,
-        help="the die (col,row) the pairs are on: on the station it must be the die under the "
+        help="the die (col:row) the pairs are on: on the station it must be the die under the "
              "probes (the default); with --devices-from, default the scan's first die")
     parser.add_argument(
         "--devices-from", dest="devices_from", metavar="SESSION", default=None,
@@ -216,10 +216,11 @@ def add_pair_arguments(parser) -> None:
 
 
 def parse_die(text: str) -> list[int]:
-    """``col,row`` -> [col, row] (ValueError naming the text)."""
-    parts = text.split(",")
+    """``col:row`` -> [col, row], as ``wafer scan --dies`` takes them (ValueError naming
+    the text)."""
+    parts = text.split(":")
     if len(parts) != 2 or not all(p.strip().lstrip("-").isdigit() for p in parts):
-        raise ValueError(f"--die {text!r}: expected col,row such as 2,1")
+        raise ValueError(f"--die {text!r}: expected col:row such as 2:1")
     return [int(p) for p in parts]
 
 
@@ -278,8 +279,8 @@ def resolve_training(args, config, settings):
                                                                         and die is None)
                   else None)
         if die is not None and probes is not None and tuple(die) != probes:
-            raise ValueError(f"--die {die[0]},{die[1]}: the prober is over die "
-                             f"{probes[0]},{probes[1]}")
+            raise ValueError(f"--die {die[0]}:{die[1]}: the prober is over die "
+                             f"{probes[0]}:{probes[1]}")
         die = tuple(die) if die is not None else probes
         choice = (choose(n, die, args.sessions_dir, simulation=config.simulation)
                   if spec == "auto"
@@ -307,7 +308,7 @@ def _check_against(pairs: list[int], die: Die, scan: Path) -> PairChoice:
            for p in pairs if p in verdicts and verdicts[p]["status"] in UNUSABLE]
     missing = [str(p) for p in pairs if p not in verdicts]
     if bad or missing:
-        raise ValueError(f"--pairs: refused on die {die[0]},{die[1]} of {scan}: "
+        raise ValueError(f"--pairs: refused on die {die[0]}:{die[1]} of {scan}: "
                          + "; ".join(bad + ([f"pair(s) {', '.join(missing)} not in the scan"]
                                             if missing else [])))
     return PairChoice(list(pairs), list(die), str(scan), "named", {},
