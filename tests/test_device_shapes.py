@@ -269,3 +269,57 @@ def test_oracle_stays_exact_on_a_realistic_station():
     step = 1e-10
     numeric = (voltage(p, i + step) - voltage(p, i - step)) / (2 * step)
     np.testing.assert_allclose(oracle.dvdi([1, 2], i), numeric, rtol=1e-5)
+
+
+def test_temperature_option_heats_the_simulated_chuck(tmp_path, capsys):
+    """``--temperature-k`` overrides the station's temperature, is recorded with the
+    simulation, changes what the devices read and is refused out of range."""
+    from labctl.cli import main
+    from labctl.records.session import Session
+
+    sessions = tmp_path / "s"
+    volts = {}
+    for kelvin in ("300", "400"):
+        argv = ["iv", "--pair", "1", "--points", "11", "--no-progress", "--sessions-dir",
+                str(sessions / kelvin)]
+        assert main([*argv, "--temperature-k", kelvin]) == 0
+        [path] = (sessions / kelvin).iterdir()
+        session = Session(path)
+        assert session.start["config"]["station"]["simulation"]["temperature_k"] == float(kelvin)
+        volts[kelvin] = np.array([row["v_a"] for row in session.events("iv")])
+    # Warmer: lower R_P and TMR, so every reading away from 0 A is lower in magnitude.
+    moved = np.abs(volts["400"]) < np.abs(volts["300"]) - 1e-4
+    assert moved.sum() >= 8, (volts["300"], volts["400"])
+    capsys.readouterr()
+    assert main(["iv", "--pair", "1", "--temperature-k", "900", "--sessions-dir",
+                 str(sessions / "hot")]) == 2
+    assert "--temperature-k must be between 1 and 450 K, got 900.0" in capsys.readouterr().err
+    assert not (sessions / "hot").exists()
+
+
+def test_model_backend_runs_at_the_stations_temperature(tmp_path, capsys):
+    """``train iris --backend model`` on a warm station: the settings record the
+    temperature, its model devices are the warm ones, and the view's and plots' truth is
+    rebuilt from the record at that temperature."""
+    import json
+
+    from labctl.cli import main
+    from labctl.records.session import Session
+    from labctl.training.iris_record import RecordedRun
+    from labctl.training.model_backend import model_layers
+
+    argv = ["train", "iris", "--backend", "model", "--folds", "2", "--epochs", "1",
+            "--hidden", "2", "--json", "--no-progress", "--sessions-dir", str(tmp_path)]
+    assert main([*argv, "--temperature-k", "400"]) == 0
+    session = Session(tmp_path / json.loads(capsys.readouterr().out)["session"])
+    settings = RecordedRun(session).settings
+    assert settings.temperature_k == 400.0
+    [warm] = model_layers(settings)
+    [room] = model_layers(replace(settings, temperature_k=None))
+    np.testing.assert_allclose(warm.variability.temperature_k, 400.0)
+    currents = np.full((1, 2), 40e-6)
+    # Warm devices switch at a lower current, so at 40 uA they are further into their
+    # transition than the 300 K preset's.
+    assert np.all(warm.exact_dvdi(currents) > 1.1 * room.exact_dvdi(currents))
+    with pytest.raises(ValueError, match="temperature must be within 1..450 K"):
+        replace(settings, temperature_k=900.0).validate(1e-3, None)

@@ -54,12 +54,21 @@ def add_station_arguments(parser: argparse.ArgumentParser) -> None:
         dest="time_scale",
         help="simulated station: 0 = as fast as possible, 1 = real instrument time",
     )
+    g.add_argument(
+        "--temperature-k",
+        type=float,
+        dest="temperature_k",
+        metavar="K",
+        help="simulated station: device temperature in K (a heated or cooled chuck; "
+             "overrides the file's temperature_k and the preset's 300 K)",
+    )
     add_sessions_dir_argument(g)
 
 
 def station_config(args: argparse.Namespace) -> StationConfig:
     return load_station(
-        args.station, seed=args.seed, variability=args.variability, time_scale=args.time_scale
+        args.station, seed=args.seed, variability=args.variability, time_scale=args.time_scale,
+        temperature_k=getattr(args, "temperature_k", None),
     )
 
 

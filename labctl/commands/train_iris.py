@@ -36,10 +36,11 @@ from labctl.training.derivative_sources import (
 )
 from labctl.training.iris import BACKENDS, IrisSettings, summarise, train_folds
 from labctl.training.iris_record import RecordedRun, RecordSink, ReplaySource
+from labctl.training.model_backend import model_layers
 from labctl.training.neurons import ACTIVATIONS, ModelNeurons
 from labctl.training.station_neurons import StationNeurons
 from labctl.training.tasks import TASKS
-from labctl.wafer.measured_model import initial_weights, layer_params
+from labctl.wafer.measured_model import initial_weights
 from labctl.wafer.selection import add_pair_arguments, resolve_training
 from protocols.engine import Engine
 from protocols.preflight import check_pairs, refuse_failed
@@ -152,7 +153,7 @@ def operating_point(args: argparse.Namespace, wiring) -> tuple[float, float]:
 
 
 def settings_from(args: argparse.Namespace, grad: str, variability: str,
-                  bias: tuple[float, float]) -> IrisSettings:
+                  bias: tuple[float, float], temperature_k: float | None = None) -> IrisSettings:
     return IrisSettings(
         layers=args.layers,
         hidden=args.hidden,
@@ -172,6 +173,7 @@ def settings_from(args: argparse.Namespace, grad: str, variability: str,
         i_scale=bias[1],
         nplc=args.nplc,
         variability=variability,
+        temperature_k=temperature_k,
         task=args.task,
         activation=args.activation,
         decay_factor=args.decay_factor,
@@ -201,20 +203,7 @@ class LiveSource:
                 for i in range(s.layers)
             ]
         else:
-            self.devices = [
-                ModelNeurons(
-                    s.hidden,
-                    variability=s.variability,
-                    seed=s.seed * 10 + i,
-                    di=s.di,
-                    grad=mode,
-                    nplc=s.nplc,
-                    params=layer_params(s, i),  # --devices-from: the fitted devices
-                    measured=measured,
-                    first_pair=i * s.hidden,
-                )
-                for i in range(s.layers)
-            ]
+            self.devices = model_layers(s, measured)
         self._layers = [
             ControlledNeurons(d, s.grad, seed=s.seed * 10 + i) if s.grad in CONTROL_MODES
             else d
@@ -254,7 +243,11 @@ def _train_one(args, grad: str, out: dict, bar: Progress | None = None,
         config.simulation.variability if config.simulation
         else "nominal" if args.backend == "model" else None
     )
-    settings = settings_from(args, grad, variability, operating_point(args, config.wiring))
+    # The model backend's devices are the station's at its temperature, as its preset is.
+    temperature = (config.simulation.temperature_k
+                   if config.simulation and args.backend == "model" else None)
+    settings = settings_from(args, grad, variability, operating_point(args, config.wiring),
+                             temperature)
     settings, pair_choice = resolve_training(args, config, settings)  # --pairs, --devices-from
     limit = config.wiring.max_current_a()
     settings.validate(limit, len(config.pairs) if settings.backend == "station" else None)

@@ -218,22 +218,13 @@ def _exact_source(session: Session, run):
     """(layer, currents (A)) -> exact dV/dI (Ohm), or None without an oracle (real devices)."""
     s = run.settings
     if s.backend == "model":
-        from labctl.training.derivative_sources import measured_mode
-        from labctl.training.neurons import ModelNeurons
+        from labctl.training.model_backend import model_layers
 
-        params = [None] * s.layers
-        if getattr(s, "devices_from", None):  # the model ran on a wafer scan's fitted devices
-            from labctl.wafer.measured_model import layer_params
-
-            try:
-                params = [layer_params(s, k) for k in range(s.layers)]
-            except (OSError, ValueError, KeyError) as err:
-                raise RecordError(f"{session.file}, line 1: start document: "
-                                  f"config.settings.devices_from: {err}") from None
-        models = [ModelNeurons(s.hidden, variability=s.variability, seed=s.seed * 10 + k,
-                               di=s.di, grad=measured_mode(s.grad),
-                               **({"params": params[k]} if params[k] is not None else {}))
-                  for k in range(s.layers)]
+        try:
+            models = model_layers(s)
+        except (OSError, ValueError, KeyError) as err:  # a wafer scan gone or changed
+            raise RecordError(f"{session.file}, line 1: start document: "
+                              f"config.settings.devices_from: {err}") from None
         return lambda k, currents: models[k].exact_dvdi(currents)
     sim = session.start.get("config", {}).get("station", {}).get("simulation")
     if not sim:

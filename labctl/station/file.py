@@ -904,6 +904,12 @@ def load_station(path: str | Path | None, **simulation_overrides) -> StationConf
                 f"--time-scale must be between 0 and {MAX_TIME_SCALE}, got "
                 f"{overrides['time_scale']!r}"
             )
+        temperature = overrides.get("temperature_k")
+        if temperature is not None and not MIN_TEMPERATURE_K <= temperature <= MAX_TEMPERATURE_K:
+            raise StationFileError(
+                f"--temperature-k must be between {MIN_TEMPERATURE_K:g} and "
+                f"{MAX_TEMPERATURE_K:g} K, got {temperature!r}"
+            )
         config = replace(config, simulation=replace(config.simulation, **overrides))
     return config
 

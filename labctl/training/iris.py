@@ -32,6 +32,7 @@ from labctl.training.neurons import (
     TanhActivation,
 )
 from labctl.training.tasks import TASKS, load_task, task_shape
+from simulators.device_shapes import temperature_factors
 
 if TYPE_CHECKING:
     from labctl.progress import Progress
@@ -68,6 +69,9 @@ class IrisSettings:
     nplc: float = 1.0
     #: The simulated devices' preset; None for a station of real devices (train_iris).
     variability: str | None = "nominal"
+    #: The model backend's device temperature (K): the station file's ``temperature_k``
+    #: or ``--temperature-k``; None: the preset's 300 K.
+    temperature_k: float | None = None
     #: What is learnt: ``iris`` or a 2-D task of :mod:`labctl.training.tasks`.
     task: str = "iris"
     #: The network under training's hidden nonlinearity: ``mtj``, ``tanh`` or ``linear``.
@@ -132,6 +136,8 @@ class IrisSettings:
                 )
         if not self.di > 0:
             raise ValueError(f"--di must be positive, got {self.di}")
+        if self.temperature_k is not None:
+            temperature_factors(self.temperature_k)  # ValueError out of its 1..450 K
         if self.pairs is not None and not _whole_numbers(self.pairs, at_least=1):
             raise ValueError(f"--pairs must be pair numbers (1-based), got {self.pairs!r}")
         if self.die is not None and not (_whole_numbers(self.die, at_least=0)

@@ -29,11 +29,12 @@ def _truth(path: str, start_uid: str):
     run = RecordedRun(session)
     s = run.settings
     if s.backend == "model":
-        from labctl.training.derivative_sources import measured_mode
-        from labctl.training.neurons import ModelNeurons
+        from labctl.training.model_backend import model_layers
 
-        layers = [ModelNeurons(s.hidden, variability=s.variability, seed=s.seed * 10 + i,
-                               di=s.di, grad=measured_mode(s.grad)) for i in range(s.layers)]
+        try:
+            layers = model_layers(s)
+        except (OSError, ValueError, KeyError):  # a wafer scan gone: no truth to show
+            return None, None
         if not all(hasattr(m, "exact_dvdi") for m in layers):
             return None, None
         # The model's activation curve is not exposed; its derivative is the truth served.
