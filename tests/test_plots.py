@@ -363,3 +363,25 @@ def test_a_session_recorded_without_the_tanh_curves_shows_the_baseline_level(
     folds = Session(sessions["train"]).events("fold")
     assert level.get_ydata()[0] == pytest.approx(
         np.mean([f["tanh_val_acc"] for f in folds]) * 100)
+
+
+def test_report_of_a_training_killed_in_its_preflight_check_says_nothing_to_plot(
+        sessions, tmp_path, capsys):
+    """Killed after the differential-path check and before its first epoch (its record
+    ends there, no stop document): nothing to plot yet, exit 0, not an error."""
+    import json
+    import shutil
+
+    killed = tmp_path / "killed"
+    shutil.copytree(sessions["train"], killed, ignore=shutil.ignore_patterns("*.png", "report"))
+    lines = (killed / "documents.jsonl").read_text().splitlines(keepends=True)
+    cut = next(i for i, line in enumerate(lines)
+               if json.loads(line)[0] == "descriptor"
+               and json.loads(line)[1]["name"] != "differential_check")
+    (killed / "documents.jsonl").write_text("".join(lines[:cut]))
+    assert set(Session(killed).descriptors) == {"differential_check"}
+    capsys.readouterr()
+    assert main(["report", str(killed)]) == 0
+    out = capsys.readouterr().out
+    assert "nothing recorded to plot yet (session interrupted before its first plotted " \
+           "result; streams: differential_check)" in out

@@ -4,8 +4,12 @@
 :data:`TIME_SCALE`, so a 2001-point I-V sweep takes a few seconds of wall time) and then,
 ``n`` times, starts a real ``labctl train iris --folds 2 --epochs 30`` or ``labctl iv
 --points 2001`` against it and sends it one signal (SIGINT, SIGTERM, SIGHUP or SIGKILL,
-chosen with ``random.Random(seed)``) after a random delay. After each it checks what a
-signal must leave behind:
+chosen with ``random.Random(seed)``) after a random delay (0.3 to 6 s, 0.2 to 3 s:
+:data:`DELAYS_S`) after its session started. ``run``'s keywords change the commands'
+arguments and delays; a training's delay may also be counted in its fold-epochs as they are
+recorded (``units={"train": "epochs"}``), which lands at the same point of a short training
+on any machine (tests/test_signal_storm.py runs 3 epochs per fold so). After each it checks
+what a signal must leave behind:
 
 - SIGINT, SIGTERM, SIGHUP: exit 130, a stop document ``abort`` naming the signal, with
   ``labctl_shutdown.confirmed``;
@@ -15,7 +19,7 @@ signal must leave behind:
   ADC is not ARMED and the switch matrix has nothing closed (after a SIGKILL nobody could
   switch them off: the storm then only records what it found and switches them off itself
   before the next run, see :func:`make_safe`);
-- every training: ``labctl train iris --resume`` completes (exit 0, both folds).
+- every training: ``labctl train iris --resume`` completes (exit 0, every fold).
 
 A process that ended before the signal reached it (the delay outlived the command) counts
 as ``missed``, not as tried. Returns (and ``labctl bench --only storm`` prints) per signal
@@ -55,6 +59,9 @@ TRAIN_ARGS = ("train", "iris", "--folds", "2", "--epochs", "30", "--json", "--no
 IV_ARGS = ("iv", "--pair", "2", "--points", "2001", "--nplc", "1")
 #: (lowest, highest) wall-time delay (s) before the signal, per command.
 DELAYS_S = {"train": (0.3, 6.0), "iv": (0.2, 3.0)}
+#: The unit of a delay: "s" (wall time after the session started) or, for a training,
+#: "epochs" (its fold-epochs as they are recorded, see :func:`_sleep_epochs`).
+DELAY_UNITS = ("s", "epochs")
 GETCLOSE = 'print(channel.getclose("allslots"))'
 _TCPIP = re.compile(r"^TCPIP0?::([^:]+)::(\d+)::SOCKET$", re.IGNORECASE)
 _SOCKET = re.compile(r"^socket://([^:/]+):(\d+)$")
@@ -258,16 +265,19 @@ def station_text(time_scale: float) -> str:
     return text
 
 
-def plan(n: int, seed: int) -> list[tuple[str, str, float]]:
-    """``n`` (command, signal, delay in s): every command x signal once per block of eight,
-    in a seeded order, each with a seeded delay from :data:`DELAYS_S`."""
+def plan(n: int, seed: int, delays: dict[str, tuple[float, float]] | None = None
+         ) -> list[tuple[str, str, float]]:
+    """``n`` (command, signal, delay): every command x signal once per block of eight, in a
+    seeded order, each with a seeded delay from ``delays`` (per command, (lowest, highest)
+    in the command's delay unit; default :data:`DELAYS_S`, in s)."""
+    delays = DELAYS_S if delays is None else delays
     rng = random.Random(seed)
     out: list[tuple[str, str, float]] = []
     while len(out) < n:
         block = [(c, s) for c in COMMANDS for s in SIGNALS]
         rng.shuffle(block)
         for command, sig in block[: n - len(out)]:
-            lo, hi = DELAYS_S[command]
+            lo, hi = delays[command]
             out.append((command, sig, round(rng.uniform(lo, hi), 3)))
     return out
 
@@ -284,22 +294,63 @@ def _wait_for_session(proc: subprocess.Popen, sessions: Path, timeout: float = 6
     return None
 
 
+def _sleep_epochs(proc: subprocess.Popen, session: Path, epochs: float,
+                  timeout: float = 120.0) -> bool:
+    """Wait until a training has been ``epochs`` fold-epochs long (``epochs`` >= 1): the
+    whole ones counted from its recorded epoch events, the fraction timed by the duration of
+    the last one recorded (the first one's counts from the session start). A delay in
+    epochs lands at the same point of the training on a fast idle machine and on a loaded
+    one, where a delay in s outlives a short training on the first and comes ever earlier
+    on the second. False: the process ended first (or the epochs took over ``timeout`` s)."""
+    whole, part = int(epochs), epochs - int(epochs)
+    if whole < 1:
+        raise ValueError(f"a delay in epochs starts after the first epoch: {epochs}")
+    path = session / "documents.jsonl"
+    times: list[float] = []  # the start document's, then each epoch event's (s, time.time())
+    pos, pending = 0, b""
+    deadline = time.monotonic() + timeout
+    while len(times) <= whole:
+        if proc.poll() is not None or time.monotonic() > deadline:
+            return False
+        with path.open("rb") as f:
+            f.seek(pos)
+            chunk = f.read()
+        pos += len(chunk)
+        *lines, pending = (pending + chunk).split(b"\n")
+        for line in lines:
+            kind, doc = json.loads(line)
+            if kind == "start" or (kind == "event" and "epoch" in doc.get("data", {})):
+                times.append(doc["time"])
+        if len(times) <= whole:
+            time.sleep(0.005)
+    time.sleep(max(0.0, times[whole] + part * (times[whole] - times[whole - 1]) - time.time()))
+    return proc.poll() is None
+
+
 def _read_session(path: Path):
     from labctl.records.session import Session
 
     return Session(path)
 
 
-def one_run(i: int, command: str, sig: str, delay_s: float, bench: Served, work: Path) -> dict:
-    """Start ``command``, send ``sig`` ``delay_s`` after its session started, check what it
-    left. Returns a record: ``status`` is "held", "failed" or "missed" (the command ended
-    before the signal could be sent, or the signal came after its stop document)."""
+def one_run(i: int, command: str, sig: str, delay_s: float, bench: Served, work: Path,
+            args: tuple[str, ...] | None = None, unit: str = "s") -> dict:
+    """Start ``command`` (its argument list ``args``, default :data:`TRAIN_ARGS` or
+    :data:`IV_ARGS`), send ``sig`` ``delay_s`` after its session started (in ``unit``, s or
+    a training's epochs, see :data:`DELAY_UNITS`), check what it left. Returns a record:
+    ``status`` is "held", "failed" or "missed" (the command ended before the signal could
+    be sent, or the signal came after its stop document); ``delay_s`` is the planned delay,
+    in ``unit``."""
+    if unit not in DELAY_UNITS or (unit == "epochs" and (command != "train" or delay_s < 1)):
+        raise ValueError(f"a delay of {delay_s} {unit} for {command!r} (in epochs: a "
+                         "training's, at least its first)")
     work = work / f"run-{i:03d}-{command}-{sig}"
     sessions = work / "sessions"
     work.mkdir(parents=True)
-    args = TRAIN_ARGS if command == "train" else IV_ARGS
+    if args is None:
+        args = TRAIN_ARGS if command == "train" else IV_ARGS
     rec: dict = {"i": i, "command": command, "signal": sig, "delay_s": delay_s,
-                 "problems": [], "status": "failed"}
+                 "unit": unit, "problems": [], "status": "failed"}
     problems = rec["problems"]
     proc = start_labctl(*args, "--station", bench.station, "--sessions-dir", sessions, cwd=work)
     try:
@@ -308,7 +359,10 @@ def one_run(i: int, command: str, sig: str, delay_s: float, bench: Served, work:
             out, err = proc.communicate(timeout=60)
             problems.append(f"no session started (exit {proc.returncode}): {err[-500:]}")
             return rec
-        time.sleep(delay_s)
+        if unit == "epochs":
+            _sleep_epochs(proc, session, delay_s)
+        else:
+            time.sleep(delay_s)
         if proc.poll() is not None:
             rec["status"] = "missed"
             proc.communicate(timeout=60)
@@ -322,6 +376,7 @@ def one_run(i: int, command: str, sig: str, delay_s: float, bench: Served, work:
             proc.communicate()
     rec |= {"exit": proc.returncode, "session": str(session)}
     doc = _read_session(session)
+    rec["after_start_s"] = round(sent - doc.start["time"], 3)  # s, what the delay came to
     stop = doc.stop
     if stop is not None and stop["exit_status"] == "success" and stop["time"] < sent:
         rec["status"] = "missed"  # it had finished its work; the signal came at the very end
@@ -337,7 +392,7 @@ def one_run(i: int, command: str, sig: str, delay_s: float, bench: Served, work:
         problems.append(f"left unsafe: {'; '.join(unsafe(state))}")
         make_safe(bench.resources)
     if command == "train" and rec["status"] != "missed" and _read_session(session).resumable:
-        rec["resume"] = _resume(session, work, problems)
+        rec["resume"] = _resume(session, work, problems, _folds(args))
         after = bench_state(bench.resources)
         if unsafe(after):
             problems.append(f"left unsafe after the resume: {'; '.join(unsafe(after))}")
@@ -382,7 +437,13 @@ def _check_killed(proc, session: Path, stop: dict | None, work: Path,
         problems.append(f"report exit {report.returncode}: {report.stderr[-800:]}")
 
 
-def _resume(session: Path, work: Path, problems: list[str]) -> dict:
+def _folds(train_args: tuple[str, ...]) -> int:
+    """The ``--folds`` of a training's argument list (the CLI's default, 5, if absent)."""
+    args = list(train_args)
+    return int(args[args.index("--folds") + 1]) if "--folds" in args else 5
+
+
+def _resume(session: Path, work: Path, problems: list[str], folds: int = 2) -> dict:
     t0 = time.monotonic()
     proc = labctl("train", "iris", "--resume", session, "--json", "--no-progress",
                   "--sessions-dir", session.parent, cwd=work, timeout=300)
@@ -392,24 +453,32 @@ def _resume(session: Path, work: Path, problems: list[str]) -> dict:
         return out
     summary = json.loads(proc.stdout)
     stop = _read_session(session).stop
-    if summary.get("folds") != 2 or summary.get("session") != session.name:
+    if summary.get("folds") != folds or summary.get("session") != session.name:
         problems.append(f"resume summary {summary}")
     if stop is None or stop["exit_status"] != "success":
         problems.append(f"resumed session's stop document: {stop}")
     return out
 
 
-def run(n: int = 100, seed: int = 0, workdir: str | os.PathLike | None = None) -> dict:
-    """The storm: ``n`` signals (:func:`plan`), trainings and I-V sweeps on two lanes at
-    once, each lane with its own served bench (the trainings' at time scale 0, the sweeps'
-    at :data:`TIME_SCALE`). Returns ``{"n", "seed", "wall_s", "signals": {name: {"tried",
-    "held", "missed"}}, "failures": [records], "runs": [records]}``."""
+def run(n: int = 100, seed: int = 0, workdir: str | os.PathLike | None = None, *,
+        train_args: tuple[str, ...] = TRAIN_ARGS, iv_args: tuple[str, ...] = IV_ARGS,
+        delays: dict[str, tuple[float, float]] | None = None,
+        units: dict[str, str] | None = None) -> dict:
+    """The storm: ``n`` signals (:func:`plan` with ``delays``, default :data:`DELAYS_S`, in
+    ``units`` per command, default s), trainings (``train_args``) and I-V sweeps
+    (``iv_args``) on two lanes at once, each lane with its own served bench (the trainings'
+    at time scale 0, the sweeps' at :data:`TIME_SCALE`). A shorter command needs a shorter
+    delay range, or its signals come after it ended (``missed``). Returns ``{"n", "seed",
+    "wall_s", "signals": {name: {"tried", "held", "missed"}}, "failures": [records], "runs":
+    [records]}``."""
     t0 = time.monotonic()
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = stack.enter_context(tempfile.TemporaryDirectory(prefix="labctl-storm-"))
         root = Path(workdir).resolve()
-        runs = list(enumerate(plan(n, seed)))
+        runs = list(enumerate(plan(n, seed, delays)))
+        argv = {"train": tuple(train_args), "iv": tuple(iv_args)}
+        units = {c: "s" for c in COMMANDS} | (units or {})
         records: list[dict] = []
 
         def lane(command: str, time_scale: float) -> list[dict]:
@@ -418,7 +487,8 @@ def run(n: int = 100, seed: int = 0, workdir: str | os.PathLike | None = None) -
                 for i, (cmd, sig, delay) in runs:
                     if cmd == command:
                         try:
-                            out.append(one_run(i, cmd, sig, delay, bench, root))
+                            out.append(one_run(i, cmd, sig, delay, bench, root, argv[cmd],
+                                               units[cmd]))
                         except Exception as exc:  # noqa: BLE001 - a storm reports, goes on
                             out.append({"i": i, "command": cmd, "signal": sig,
                                         "delay_s": delay, "status": "failed",

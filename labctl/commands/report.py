@@ -41,10 +41,14 @@ def run(args: argparse.Namespace) -> int:
         others = [find_session(s, args.sessions_dir) for s in args.compare]
         made.append(plots.comparison_plot([args.session, *others],
                                           out / "training-comparison.png"))
-    if not made and session.n_events == 0:
+    finished = session.stop is not None and session.stop["exit_status"] == "success"
+    if not made and (session.n_events == 0 or not finished):
+        # Stopped before its first plotted event (a training killed during its pre-flight
+        # check has only that check's stream): nothing is wrong with the record.
         status = session.stop["exit_status"] if session.stop else "interrupted"
+        what = "measurement" if session.n_events == 0 else "plotted result"
         print(f"{args.session}: nothing recorded to plot yet (session {status} before its "
-              "first measurement)")
+              f"first {what}; streams: {', '.join(session.descriptors) or 'none'})")
         return 0
     if not made:
         raise RecordError(
