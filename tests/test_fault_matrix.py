@@ -17,6 +17,9 @@ command (:func:`target`): the message number of the measurement's data query (an
 ``:READ?``, the ADC's ``ACQ:DATA?``) or the switch's close, so the fault is spent by the
 command and the checks afterwards are not hit. No ``every``: each fault strikes once
 (``delay_s``, ``stick_compliance_after`` and ``break_device_after`` persist by nature).
+The commands are small (:data:`COMMANDS`: an I-V sweep of 21 points, a training of 2 folds
+x 2 epochs of 4 neurons at NPLC 0.1): the target follows them, a third into the
+measurement, and a training has recorded its first epoch when the fault strikes.
 
 The cases run two at a time (this is a 2-core machine). The outcome table is printed and,
 if the environment variable ``LABCTL_FAULT_TABLE`` names a file, written there as JSON.
@@ -44,12 +47,17 @@ DELAY_S = 1.5  # beyond TIMEOUT_S: every reply comes too late
 COMMAND_TIMEOUT_S = 90.0  # a command still running then hangs
 PAIR = 2
 BROKEN = f"{PAIR}B"
-EPOCHS, FOLDS = 3, 2
+EPOCHS, FOLDS, HIDDEN = 2, 2, 4
+# Small runs of each command: a fault strikes the same code as in a long one. At time scale 0
+# the NPLC only sets the noise and how long a list sweep's reply is waited for (TIMEOUT_S
+# plus the sweep's duration bound, 6.8 s at NPLC 1 for a training's sweep), which a stalled
+# reply waits out.
 COMMANDS = {
-    "iv": ("iv", "--pair", PAIR),
+    "iv": ("iv", "--pair", PAIR, "--points", 21),
     "fd-scan": ("fd-scan", "--pair", PAIR, "--steps", "1e-6,2e-6", "--points", 11),
     "tune": ("tune", "--pair", PAIR, "--i-off", "45e-6"),
-    "train": ("train", "iris", "--folds", FOLDS, "--epochs", EPOCHS, "--json", "--no-progress"),
+    "train": ("train", "iris", "--folds", FOLDS, "--epochs", EPOCHS, "--hidden", HIDDEN,
+              "--nplc", 0.1, "--json", "--no-progress"),
 }
 SMU_FAULTS = ("drop", "stall", "delay", "garble", "truncate", "duplicate", "non_ascii",
               "stick_compliance", "break_device")
