@@ -24,8 +24,9 @@ def usable_cpus() -> int:
         if quota != "max":
             quotas.append(int(quota) / int(period))
     v1 = Path("/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
-    if v1.is_file() and int(v1.read_text()) > 0:
-        quotas.append(int(v1.read_text()) / int(Path(v1.parent, "cpu.cfs_period_us").read_text()))
+    quota_us = int(v1.read_text()) if v1.is_file() else -1
+    if quota_us > 0:
+        quotas.append(quota_us / int(Path(v1.parent, "cpu.cfs_period_us").read_text()))
     return max(1, min([count or 1, *(math.ceil(q) for q in quotas)]))
 
 

@@ -295,13 +295,14 @@ def _wait_for_session(proc: subprocess.Popen, sessions: Path, timeout: float = 6
 
 
 def _sleep_epochs(proc: subprocess.Popen, session: Path, epochs: float,
-                  timeout: float = 120.0) -> bool:
+                  timeout: float = 120.0) -> None:
     """Wait until a training has been ``epochs`` fold-epochs long (``epochs`` >= 1): the
     whole ones counted from its recorded epoch events, the fraction timed by the duration of
     the last one recorded (the first one's counts from the session start). A delay in
     epochs lands at the same point of the training on a fast idle machine and on a loaded
     one, where a delay in s outlives a short training on the first and comes ever earlier
-    on the second. False: the process ended first (or the epochs took over ``timeout`` s)."""
+    on the second. Returns early if the process ends first (or the epochs take over
+    ``timeout`` s): the caller sees which by polling it."""
     whole, part = int(epochs), epochs - int(epochs)
     if whole < 1:
         raise ValueError(f"a delay in epochs starts after the first epoch: {epochs}")
@@ -311,7 +312,7 @@ def _sleep_epochs(proc: subprocess.Popen, session: Path, epochs: float,
     deadline = time.monotonic() + timeout
     while len(times) <= whole:
         if proc.poll() is not None or time.monotonic() > deadline:
-            return False
+            return
         with path.open("rb") as f:
             f.seek(pos)
             chunk = f.read()
@@ -324,7 +325,6 @@ def _sleep_epochs(proc: subprocess.Popen, session: Path, epochs: float,
         if len(times) <= whole:
             time.sleep(0.005)
     time.sleep(max(0.0, times[whole] + part * (times[whole] - times[whole - 1]) - time.time()))
-    return proc.poll() is None
 
 
 def _read_session(path: Path):
@@ -392,7 +392,7 @@ def one_run(i: int, command: str, sig: str, delay_s: float, bench: Served, work:
         problems.append(f"left unsafe: {'; '.join(unsafe(state))}")
         make_safe(bench.resources)
     if command == "train" and rec["status"] != "missed" and _read_session(session).resumable:
-        rec["resume"] = _resume(session, work, problems, _folds(args))
+        rec["resume"] = _resume(session, work, problems)
         after = bench_state(bench.resources)
         if unsafe(after):
             problems.append(f"left unsafe after the resume: {'; '.join(unsafe(after))}")
@@ -437,13 +437,7 @@ def _check_killed(proc, session: Path, stop: dict | None, work: Path,
         problems.append(f"report exit {report.returncode}: {report.stderr[-800:]}")
 
 
-def _folds(train_args: tuple[str, ...]) -> int:
-    """The ``--folds`` of a training's argument list (the CLI's default, 5, if absent)."""
-    args = list(train_args)
-    return int(args[args.index("--folds") + 1]) if "--folds" in args else 5
-
-
-def _resume(session: Path, work: Path, problems: list[str], folds: int = 2) -> dict:
+def _resume(session: Path, work: Path, problems: list[str]) -> dict:
     t0 = time.monotonic()
     proc = labctl("train", "iris", "--resume", session, "--json", "--no-progress",
                   "--sessions-dir", session.parent, cwd=work, timeout=300)
@@ -452,7 +446,9 @@ def _resume(session: Path, work: Path, problems: list[str], folds: int = 2) -> d
         problems.append(f"resume exit {proc.returncode}: {proc.stderr[-800:]}")
         return out
     summary = json.loads(proc.stdout)
-    stop = _read_session(session).stop
+    resumed = _read_session(session)
+    stop = resumed.stop
+    folds = resumed.start["config"]["settings"]["folds"]  # as the training was started
     if summary.get("folds") != folds or summary.get("session") != session.name:
         problems.append(f"resume summary {summary}")
     if stop is None or stop["exit_status"] != "success":
