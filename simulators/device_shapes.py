@@ -67,6 +67,8 @@ import numpy as np
 #: within tanh(2) = 0.96 of saturation there, so the jump at the flip is small).
 HYST_SWITCH_WIDTHS = 2.0
 REFERENCE_TEMPERATURE_K = 300.0
+#: The temperatures (K) the models below are taken over.
+MIN_TEMPERATURE_K, MAX_TEMPERATURE_K = 1.0, 450.0
 # Magnon model of the spin polarisation: TMR(T) proportional to 1 - alpha T^1.5 with
 # TMR(300 K) / TMR(4 K) = 0.70.
 _TMR_ALPHA = 0.30 / (300.0**1.5 - 0.70 * 4.0**1.5)
@@ -154,8 +156,9 @@ def temperature_factors(temperature_k: float) -> dict[str, float]:
     """Multipliers of r_p, tmr0, i_w and i_off at ``temperature_k`` (K) relative to 300 K
     (see the module docstring for the models and their sources); 1 at 300 K."""
     t = float(temperature_k)
-    if not 1.0 <= t <= 450.0:
-        raise ValueError(f"temperature must be within 1..450 K, got {temperature_k!r}")
+    if not MIN_TEMPERATURE_K <= t <= MAX_TEMPERATURE_K:
+        raise ValueError(f"temperature must be within {MIN_TEMPERATURE_K:g}.."
+                         f"{MAX_TEMPERATURE_K:g} K, got {temperature_k!r}")
     ref = REFERENCE_TEMPERATURE_K
     tmr = (1.0 - _TMR_ALPHA * t**1.5) / (1.0 - _TMR_ALPHA * ref**1.5)
     r_p = 1.0 + _RP_RISE_TO_4K * (ref - t) / (ref - 4.0)

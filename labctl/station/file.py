@@ -74,6 +74,7 @@ from protocols.wiring import (
     Wiring,
     WiringError,
 )
+from simulators.device_shapes import MAX_TEMPERATURE_K, MIN_TEMPERATURE_K
 from simulators.faults import FaultSpec
 from simulators.mtj import PRESETS
 from simulators.wafer import GRID, wafer_kind
@@ -698,7 +699,6 @@ def _simulation(c: _Checker, s: dict) -> tuple[SimSettings, Miswiring, dict[str,
 #: `labctl iv` session directories, paths relative to the station file; ``device_table``
 #: is what a session records (the points themselves), not for station files.
 MEASURED_KEYS = ("devices", "iv_sessions", "device_table")
-MIN_TEMPERATURE_K, MAX_TEMPERATURE_K = 1.0, 450.0
 
 
 def _measured_devices(c: _Checker, s: dict, where: str
