@@ -29,6 +29,7 @@ from instruments.keysight_b2900 import KeysightB2902A
 from instruments.transport import InstrumentError, WireLog
 from instruments.wire_log import read_entries
 from labctl.bench.parallel_pairs import epoch_once, parallel_station_text
+from labctl.bench.storm import served
 from labctl.station.file import one_smu_station_text, parse_station
 from labctl.station.runtime import open_station
 from protocols.engine import Engine
@@ -316,20 +317,9 @@ DOC = ROOT / "docs" / "station-two-b2902a.toml"
 
 
 def test_sim_serve_serves_two_b2902as_that_sweep_pairs_in_parallel(tmp_path):
-    client = tmp_path / "client.toml"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "labctl.cli", "sim", "serve", "--station", DOC,
-         "--write-station", client], cwd=tmp_path, env=ENV, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    try:
-        served = {}
-        for line in server.stdout:
-            if line.strip() == "ready":
-                break
-            name, resource = line.split()
-            served[name] = resource
-        assert {"smu", "smu2", "adc", "switch", "prober"} <= set(served), served
-        with open_station(parse_station(client.read_text(), str(client))) as station:
+    with served(DOC.read_text(), tmp_path) as bench:
+        assert {"smu", "smu2", "adc", "switch", "prober"} <= set(bench.resources)
+        with open_station(parse_station(bench.station.read_text(), str(bench.station))) as station:
             assert station.simulator is None and station.capabilities().parallel_pairs
             engine = Engine(station, nplc=0.01)
             i = np.linspace(0.0, 60e-6, 12)
@@ -339,9 +329,7 @@ def test_sim_serve_serves_two_b2902as_that_sweep_pairs_in_parallel(tmp_path):
             assert np.all(np.diff(r2.v_a[i > 0]) > 0)  # pair 2 was swept, not held at 0 A
             smu2 = station.wire_logs["smu2"]
             assert smu2.counts["w"] > 0
-    finally:
-        server.terminate()
-        assert server.wait(timeout=10) == 0
+    assert bench.proc.returncode == 0  # ended cleanly on SIGTERM
 
 
 def labctl(*args, cwd: Path) -> dict:

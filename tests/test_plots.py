@@ -16,9 +16,6 @@ client cannot tell from hardware: no oracle). Then:
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -31,12 +28,11 @@ import labctl.plots.fidelity
 import labctl.plots.iv
 import labctl.plots.training
 import labctl.plots.tune
+from labctl.bench.storm import served
 from labctl.cli import main
 from labctl.records.session import Session
 from labctl.station.file import BUILTIN_TEXT
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT), "MPLBACKEND": "Agg"}
 KIND_MODULES = (labctl.plots.iv, labctl.plots.fd_scan, labctl.plots.training,
                 labctl.plots.derivatives, labctl.plots.tune, labctl.plots.fidelity)
 SMALL_TRAIN = ["--epochs", "2", "--folds", "2", "--hidden", "2", "--layers", "2",
@@ -80,23 +76,12 @@ def sessions(tmp_path_factory) -> dict[str, Path]:
 def _hardware_like(tmp: Path) -> Path:
     """A training on the built-in bench served over loopback: real instruments to the
     client, whose station file has no [simulation] (so no oracle)."""
-    bench, client = tmp / "bench.toml", tmp / "client.toml"
-    bench.write_text(BUILTIN_TEXT)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "labctl.cli", "sim", "serve", "--station", str(bench),
-         "--write-station", str(client)], cwd=tmp, env=ENV, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True)
-    try:
-        for line in server.stdout:
-            if line.strip() == "ready":
-                break
+    with served(BUILTIN_TEXT, tmp / "bench") as bench:
         root = tmp / "hardware"
         root.mkdir()
-        [session] = _run(root, "train", "iris", "--station", str(client), "--epochs", "1",
-                         "--folds", "2", "--hidden", "2", "--layers", "2", "--no-progress")
-    finally:
-        server.terminate()
-        assert server.wait(timeout=10) == 0
+        [session] = _run(root, "train", "iris", "--station", str(bench.station), "--epochs",
+                         "1", "--folds", "2", "--hidden", "2", "--layers", "2", "--no-progress")
+    assert bench.proc.returncode == 0  # ended cleanly on SIGTERM
     return session
 
 
