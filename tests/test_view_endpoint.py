@@ -167,3 +167,37 @@ def test_the_command_refuses_what_is_no_session(tmp_path):
                               capture_output=True, text=True, timeout=60)
         assert done.returncode == 2 and message in done.stderr, done.stderr
         assert done.stdout == ""
+
+
+def test_neurons_of_a_training_on_chosen_pairs_are_those_pairs_and_their_truth(
+        server, capsys):
+    """``train iris --pairs 5,7``: the view names pairs 5 and 7 and draws their truth (the
+    oracle of the recorded station), not pairs 1 and 2's; the plots' exact dV/dI is the same
+    truth."""
+    import numpy as np
+
+    from labctl.cli import main
+    from labctl.plots.session import recorded_derivatives
+    from labctl.records.session import Session
+    from labctl.station.file import load_station
+    from labctl.station.oracle import Oracle
+    from labctl.training.iris_record import RecordedRun
+
+    assert main(["train", "iris", "--pairs", "5,7", "--hidden", "2", "--folds", "2",
+                 "--epochs", "1", "--json", "--no-progress", "--sessions-dir",
+                 str(server.root)]) == 0
+    sid = json.loads(capsys.readouterr().out)["session"]
+    status, reply = get(server, f"/api/neurons?s={sid}")
+    assert status == 200, reply
+    [layer] = reply["layers"]
+    assert [n["pair"] for n in layer] == [5, 7]
+    config = load_station(None)
+    oracle = Oracle.from_settings(config.simulation, config.wiring)
+    grid = np.array([n["truth_i_a"] for n in layer]).T  # (points, neurons)
+    np.testing.assert_allclose(np.array([n["truth_dvdi_ohm"] for n in layer]).T,
+                               oracle.dvdi([5, 7], grid), rtol=1e-9)
+    session = Session(server.root / sid)
+    [plotted] = recorded_derivatives(session, RecordedRun(session))
+    np.testing.assert_allclose(
+        plotted.exact_ohm,
+        oracle.dvdi([5, 7], plotted.exact_currents_a[:, None] * np.ones((1, 2))), rtol=1e-9)

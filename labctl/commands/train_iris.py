@@ -196,7 +196,7 @@ class LiveSource:
             self.devices: list = [
                 StationNeurons(
                     engine,
-                    _layer_pairs(s, i),
+                    s.layer_pairs(i),
                     di=s.di,
                     grad=mode,
                 )
@@ -286,17 +286,9 @@ def _measured(config, settings: IrisSettings) -> MeasuredDevices | None:
     return config.simulation.measured_devices()
 
 
-def _layer_pairs(settings: IrisSettings, layer: int) -> list[int]:
-    """Station pairs of hidden ``layer`` (0-based): --pairs' choice, else the next 1..N."""
-    h = settings.hidden
-    if settings.pairs is not None:
-        return list(settings.pairs[layer * h: (layer + 1) * h])
-    return list(range(1 + layer * h, 1 + (layer + 1) * h))
-
-
 def _preflight(engine: Engine, wiring, settings: IrisSettings, writer) -> None:
     """Refuse to train on pairs whose ADC does not read V_B - V_A (recorded either way)."""
-    pairs = [wiring.pair(k) for i in range(settings.layers) for k in _layer_pairs(settings, i)]
+    pairs = [wiring.pair(k) for i in range(settings.layers) for k in settings.layer_pairs(i)]
     checks = check_pairs(engine, pairs, settings.di)
     record_differential_checks(writer, checks)
     refuse_failed(checks)

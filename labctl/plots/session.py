@@ -216,43 +216,12 @@ def recorded_derivatives(session: Session, run) -> list[LayerDerivatives]:
 
 def _exact_source(session: Session, run):
     """(layer, currents (A)) -> exact dV/dI (Ohm), or None without an oracle (real devices)."""
-    s = run.settings
-    if s.backend == "model":
-        from labctl.training.model_backend import model_layers
+    from labctl.training.truth import recorded_truth
 
-        try:
-            models = model_layers(s)
-        except (OSError, ValueError, KeyError) as err:  # a wafer scan gone or changed
-            raise RecordError(f"{session.file}, line 1: start document: "
-                              f"config.settings.devices_from: {err}") from None
-        return lambda k, currents: models[k].exact_dvdi(currents)
-    sim = session.start.get("config", {}).get("station", {}).get("simulation")
-    if not sim:
+    _, layers = recorded_truth(session, run.settings)
+    if layers is None:
         return None
-    from labctl.commands.lifecycle import recorded_station
-    from labctl.station.file import StationFileError
-    from labctl.station.oracle import Oracle
-
-    try:
-        config = recorded_station(session)  # its errors name the file and line already
-    except StationFileError as err:
-        raise RecordError(str(err)) from None
-    where = f"{session.file}, line 1: start document: config.station"
-    try:
-        oracle = Oracle.from_settings(config.simulation, config.wiring)
-    except (TypeError, ValueError, KeyError) as err:
-        raise RecordError(f"{where}: {type(err).__name__}: {err}") from None
-
-    def exact(k: int, currents: np.ndarray) -> np.ndarray:
-        chosen = getattr(s, "pairs", None)  # --pairs: the layer's pairs as trained
-        pairs = (list(chosen[k * s.hidden: (k + 1) * s.hidden]) if chosen
-                 else list(range(1 + k * s.hidden, 1 + (k + 1) * s.hidden)))
-        try:
-            return oracle.dvdi(pairs, currents)
-        except (TypeError, ValueError, KeyError) as err:
-            raise RecordError(f"{where}: {type(err).__name__}: {err}") from None
-
-    return exact
+    return lambda k, currents: layers[k](currents)[1]
 
 
 def comparison_plot(session_dirs: list[Path], path: Path) -> Path:

@@ -90,6 +90,14 @@ class IrisSettings:
     #: A training session whose final weights of each fold start this run's folds.
     init_from: str | None = None
 
+    def layer_pairs(self, layer: int) -> list[int]:
+        """Station pairs of hidden ``layer`` (0-based): ``pairs``' choice, else the next
+        1..N."""
+        h = self.hidden
+        if self.pairs is not None:
+            return list(self.pairs[layer * h: (layer + 1) * h])
+        return list(range(1 + layer * h, 1 + (layer + 1) * h))
+
     def validate(self, max_current_a: float, n_pairs: int | None) -> None:
         """Refuse impossible settings before any instrument is touched (ValueError, why)."""
         if self.layers not in (1, 2):

@@ -16,6 +16,7 @@ import numpy as np
 
 from labctl.records.session import RecordError, Session
 from labctl.training.iris_record import RecordedRun
+from labctl.training.truth import recorded_truth
 
 GRID_POINTS = 80  # truth curve points per neuron
 MAX_POINTS = 400  # measured points per neuron served (evenly thinned beyond)
@@ -24,40 +25,16 @@ MAX_POINTS = 400  # measured points per neuron served (evenly thinned beyond)
 @functools.lru_cache(maxsize=16)
 def _truth(path: str, start_uid: str):
     """(kind, functions) for a session: kind "simulator" or "model", functions per layer
-    mapping currents (n, hidden) in A to (V in V, dV/dI in Ohm); or (None, None)."""
+    mapping currents (n, hidden) in A to (V in V, dV/dI in Ohm); or (None, None).
+    Cached per session run (its start document's uid)."""
     session = Session(path)
-    run = RecordedRun(session)
-    s = run.settings
-    if s.backend == "model":
-        from labctl.training.model_backend import model_layers
-
-        try:
-            layers = model_layers(s)
-        except (OSError, ValueError, KeyError):  # a wafer scan gone: no truth to show
-            return None, None
-        if not all(hasattr(m, "exact_dvdi") for m in layers):
-            return None, None
-        # The model's activation curve is not exposed; its derivative is the truth served.
-        return "model", [lambda c, m=m: (None, m.exact_dvdi(c)) for m in layers]
-    if not session.start.get("config", {}).get("station", {}).get("simulation"):
-        return None, None
-    from labctl.commands.lifecycle import recorded_station
-    from labctl.station.file import StationFileError
-    from labctl.station.oracle import Oracle
-    from simulators.mtj import voltage
-
+    settings = RecordedRun(session).settings
     try:
-        config = recorded_station(session)
-        oracle = Oracle.from_settings(config.simulation, config.wiring)
-    except (StationFileError, TypeError, ValueError, KeyError) as err:
-        raise RecordError(f"{session.file}, line 1: start document: config.station: "
-                          f"{type(err).__name__}: {err}") from None
-    out = []
-    for i in range(s.layers):
-        pairs = list(range(1 + i * s.hidden, 1 + (i + 1) * s.hidden))
-        params = oracle.params(pairs, "A")
-        out.append(lambda c, p=params, pairs=pairs: (voltage(p, c), oracle.dvdi(pairs, c)))
-    return "simulator", out
+        return recorded_truth(session, settings)
+    except RecordError:
+        if settings.backend != "model":
+            raise
+        return None, None  # the wafer scan it ran on is gone: the measured points only
 
 
 def truth_of(session_dir: str | Path):
@@ -100,7 +77,7 @@ def epoch_neurons(session_dir: str | Path, fold: int | None = None,
         neurons = []
         for j in range(block.shape[2]):
             order = np.argsort(currents[:, j], kind="stable")[_thin(currents.shape[0])]
-            n = {"neuron": j + 1, "pair": 1 + li * s.hidden + j if s.backend == "station"
+            n = {"neuron": j + 1, "pair": s.layer_pairs(li)[j] if s.backend == "station"
                  else None,
                  "i_a": currents[order, j].tolist(), "v_v": block[li, order, j, 1].tolist(),
                  "dvdi_ohm": block[li, order, j, 2].tolist(),
