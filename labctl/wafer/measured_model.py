@@ -67,8 +67,8 @@ def layer_params(settings, layer: int) -> MTJParams | None:
     (its pairs of die ``die``, ``hidden`` per layer); None without."""
     if not getattr(settings, "devices_from", None):
         return None
-    pairs = settings.pairs[layer * settings.hidden: (layer + 1) * settings.hidden]
-    return measured_pairs(Path(settings.devices_from), tuple(settings.die), pairs)
+    return measured_pairs(Path(settings.devices_from), tuple(settings.die),
+                          settings.layer_pairs(layer))
 
 
 #: Settings an --init-from session must share: the same network and the same folds.
